@@ -1,0 +1,46 @@
+# The two commands of the README: `make run` (the whole suite on loopback) and `make test`.
+# Both install into .venv first when pyproject.toml changed or .venv is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-sqlite lint format schemas bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m scripts.run
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
+
+# SQLite only: the second test target, for a machine without PostgreSQL.
+test-sqlite: $(STAMP)
+	$(PY) -m pytest -n 2 --dist loadgroup -m "not postgres" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) -m mypy
+
+format: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+schemas: $(STAMP)
+	$(PY) -m scripts.schemas
+
+bench: $(STAMP)
+	$(PY) -m bench.gateway
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache

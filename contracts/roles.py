@@ -1,0 +1,21 @@
+"""Roles a principal may hold (DESIGN §3, API.md "Auth")."""
+
+from enum import StrEnum
+
+__all__ = ["SECRETARIAT", "Role"]
+
+#: The pseudo-Party of Secretariat principals; never a valid ISO 3166 code.
+SECRETARIAT = "SECRETARIAT"
+
+
+class Role(StrEnum):
+    """What a client may do; a client holds one or more."""
+
+    SECRETARIAT_ADMIN = "secretariat_admin"
+    PARTY_ADMIN = "party_admin"
+    AUTHORIZING_OFFICIAL = "authorizing_official"
+    INITIATOR = "initiator"
+    APPROVER = "approver"
+    VIEWER = "viewer"
+    REGISTRY = "registry"
+    AUDITOR = "auditor"

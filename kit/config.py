@@ -1,0 +1,78 @@
+"""Settings shared by every process, read from `REGISTRY_*` environment variables (pydantic-settings)."""
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Environment", "ServiceSettings", "sqlite_url"]
+
+
+_PER_SERVICE_FIELDS = ("database_url", "port")
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    TEST = "test"
+    PRODUCTION = "production"
+
+
+def sqlite_url(data_dir: Path, name: str) -> str:
+    """The embedded default database of a service: a SQLite file under the data directory."""
+    return f"sqlite+aiosqlite:///{(data_dir / f'{name}.sqlite3').resolve()}"
+
+
+class ServiceSettings(BaseSettings):
+    """What every service needs; a service subclasses it and sets `service_name`.
+
+    The database URL is read from `REGISTRY_<SERVICE>_DATABASE_URL` so one environment can hold the
+    URLs of all services (as `make run` and the deploy manifests do).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="REGISTRY_", extra="ignore")
+
+    service_name: ClassVar[str] = "service"
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy async URL; SQLite under data_dir if unset"
+    )
+    host: str = "127.0.0.1"
+    port: int = 8100
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # Token verification: the gateway signs, every service verifies (defence in depth, DESIGN §3).
+    token_issuer: str = "a62-registry"  # noqa: S105 (an issuer name, not a secret)
+    token_audience: str = "a62-registry-api"  # noqa: S105
+    jwks_url: str | None = Field(default=None, description="Where to fetch the gateway's token keys")
+    jwks_json: str | None = Field(default=None, description="A JWKS document given inline (tests, offline)")
+
+    db_pool_size: int = 10
+    db_max_overflow: int = 10
+    db_echo: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _per_service_variables(cls, values: Any) -> Any:
+        """`REGISTRY_<SERVICE>_DATABASE_URL` and `REGISTRY_<SERVICE>_PORT` win over the generic names."""
+        if not isinstance(values, dict):
+            return values
+        prefix = f"REGISTRY_{cls.service_name.upper()}_"
+        for name in _PER_SERVICE_FIELDS:
+            value = os.environ.get(prefix + name.upper())
+            if value and name not in values:
+                values[name] = value
+        return values
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or sqlite_url(self.data_dir, self.service_name)
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment is Environment.PRODUCTION

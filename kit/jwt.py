@@ -1,0 +1,178 @@
+"""The one adapter over python-jose: ES256 signing keys, JWKS, and hardened token verification.
+
+Nothing else in the code base imports `jose`. Verification pins the algorithm, checks `typ`, `kid`
+and `crit` in the header before touching the signature, and requires `exp`, `iat`, `iss`, `aud`, `sub`
+and `jti` in the claims, re-checking `exp`/`iss`/`aud` after the library does (DESIGN §3).
+"""
+
+import base64
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from jose import jwk, jws
+from jose import jwt as jose_jwt
+from jose.backends.base import Key
+from jose.exceptions import JOSEError
+
+__all__ = [
+    "ACCESS_TOKEN_TYPE",
+    "ALGORITHM",
+    "KeySet",
+    "SigningKey",
+    "TokenInvalid",
+    "jwk_thumbprint",
+    "sign_token",
+    "verify_token",
+]
+
+ALGORITHM = "ES256"
+ACCESS_TOKEN_TYPE = "at+jwt"  # noqa: S105 (RFC 9068 §2.1 media type)
+_REQUIRED_CLAIMS = ("exp", "iat", "iss", "aud", "sub", "jti")
+
+
+class TokenInvalid(Exception):
+    """The token must not be trusted; the message says why (safe to log, never contains the token)."""
+
+
+def _b64url_uint(value: int, length: int = 32) -> str:
+    return base64.urlsafe_b64encode(value.to_bytes(length, "big")).rstrip(b"=").decode()
+
+
+def jwk_thumbprint(public_jwk: dict[str, Any]) -> str:
+    """RFC 7638 thumbprint of an EC public JWK: the `kid` we give our keys."""
+    members = {name: public_jwk[name] for name in ("crv", "kty", "x", "y")}
+    canonical = json.dumps(members, separators=(",", ":"), sort_keys=True).encode()
+    return base64.urlsafe_b64encode(hashlib.sha256(canonical).digest()).rstrip(b"=").decode()
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """An EC P-256 private key with its `kid`."""
+
+    private_pem: bytes
+    kid: str
+    public_jwk: dict[str, Any]
+    _jose_key: Key = field(repr=False, compare=False)
+
+    @classmethod
+    def generate(cls) -> "SigningKey":
+        private = ec.generate_private_key(ec.SECP256R1())
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        return cls.from_pem(pem)
+
+    @classmethod
+    def from_pem(cls, pem: bytes | str) -> "SigningKey":
+        pem_bytes = pem.encode() if isinstance(pem, str) else pem
+        private = serialization.load_pem_private_key(pem_bytes, password=None)
+        if not isinstance(private, ec.EllipticCurvePrivateKey) or private.curve.name != "secp256r1":
+            raise ValueError("the token signing key must be an EC P-256 private key")
+        numbers = private.public_key().public_numbers()
+        public = {"kty": "EC", "crv": "P-256", "x": _b64url_uint(numbers.x), "y": _b64url_uint(numbers.y)}
+        kid = jwk_thumbprint(public)
+        public_jwk = {**public, "use": "sig", "alg": ALGORITHM, "kid": kid}
+        return cls(pem_bytes, kid, public_jwk, jwk.construct(pem_bytes.decode(), ALGORITHM))
+
+    def public_pem(self) -> bytes:
+        private = serialization.load_pem_private_key(self.private_pem, password=None)
+        return private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+
+class KeySet:
+    """Public keys by `kid`, built once from a JWKS document so verification constructs nothing."""
+
+    def __init__(self, jwks: dict[str, Any] | None = None) -> None:
+        self._keys: dict[str, Key] = {}
+        self.document: dict[str, Any] = {"keys": []}
+        if jwks:
+            self.replace(jwks)
+
+    def replace(self, jwks: dict[str, Any]) -> None:
+        keys: dict[str, Key] = {}
+        for entry in jwks.get("keys", []):
+            if entry.get("kty") != "EC" or entry.get("crv") != "P-256" or not entry.get("kid"):
+                continue
+            if entry.get("use", "sig") != "sig":
+                continue
+            public = {name: entry[name] for name in ("kty", "crv", "x", "y")}
+            keys[entry["kid"]] = jwk.construct(public, ALGORITHM)
+        self._keys = keys
+        self.document = {"keys": [dict(entry) for entry in jwks.get("keys", []) if entry.get("kid") in keys]}
+
+    def get(self, kid: str) -> Key | None:
+        return self._keys.get(kid)
+
+    def __contains__(self, kid: object) -> bool:
+        return kid in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+
+def sign_token(key: SigningKey, claims: dict[str, Any], *, typ: str = ACCESS_TOKEN_TYPE) -> str:
+    """A compact JWS over `claims`, signed ES256 with `kid` and `typ` in the header."""
+    return jose_jwt.encode(claims, key._jose_key, algorithm=ALGORITHM, headers={"kid": key.kid, "typ": typ})
+
+
+def _header(token: str) -> dict[str, Any]:
+    try:
+        header = jws.get_unverified_header(token)
+    except JOSEError as exc:
+        raise TokenInvalid("malformed token") from exc
+    if not isinstance(header, dict):
+        raise TokenInvalid("malformed token header")
+    return header
+
+
+def verify_token(
+    token: str,
+    keys: KeySet,
+    *,
+    issuer: str,
+    audience: str,
+    typ: str = ACCESS_TOKEN_TYPE,
+    leeway: int = 30,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """The verified claims of `token`, or `TokenInvalid`."""
+    if token.count(".") != 2:
+        raise TokenInvalid("not a compact JWS")  # JWE (5 parts) and junk are refused before parsing
+    header = _header(token)
+    if header.get("alg") != ALGORITHM:
+        raise TokenInvalid("algorithm not allowed")
+    if header.get("typ") != typ:
+        raise TokenInvalid("wrong token type")
+    if "crit" in header:
+        raise TokenInvalid("critical header parameters are not supported")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not kid:
+        raise TokenInvalid("missing key id")
+    key = keys.get(kid)
+    if key is None:
+        raise TokenInvalid("unknown key id")
+    options = {"leeway": leeway} | {f"require_{claim}": True for claim in _REQUIRED_CLAIMS}
+    try:
+        claims = jose_jwt.decode(
+            token, key, algorithms=[ALGORITHM], audience=audience, issuer=issuer, options=options
+        )
+    except JOSEError as exc:
+        raise TokenInvalid(f"token rejected: {type(exc).__name__}") from exc
+    # The library checked these; check again so a change of its defaults cannot open a hole.
+    current = time.time() if now is None else now
+    exp = claims.get("exp")
+    if not isinstance(exp, int | float) or exp + leeway < current:
+        raise TokenInvalid("token expired")
+    if claims.get("iss") != issuer:
+        raise TokenInvalid("wrong issuer")
+    aud = claims.get("aud")
+    if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+        raise TokenInvalid("wrong audience")
+    return claims

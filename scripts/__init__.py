@@ -1,0 +1,1 @@
+"""Developer and operator scripts: migrations, the local launcher, schema generation."""

@@ -1,0 +1,1 @@
+"""The registry's services; each owns its database and is reached through the gateway."""

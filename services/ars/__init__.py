@@ -1,0 +1,1 @@
+"""Additional registry services: mitigation outcomes, authorizations and first transfers into the IR."""

@@ -1,0 +1,1 @@
+"""Party sections: Parties, sections and their lifecycle, accounts, cooperative approaches, entities, NDC periods."""

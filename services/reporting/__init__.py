@@ -1,0 +1,1 @@
+"""Reporting: the AEF read model built from the services' feeds, submissions, exports, the public register."""

@@ -1,0 +1,1 @@
+"""Transactions: the ITMO ledger of serial blocks, every IR action, checks, approvals and the journal."""

@@ -1,0 +1,1 @@
+"""The registry's test suite: unit/, integration/, e2e/, contract/, deploy/."""

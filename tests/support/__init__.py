@@ -1,0 +1,1 @@
+"""Test support: databases on both backends, tokens, and in-process apps with their lifespan."""
