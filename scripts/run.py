@@ -9,17 +9,19 @@ same machinery for the smoke test and the benchmarks.
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from scripts.processes import PROCESSES, SERVICES, Process
 
-__all__ = ["Suite", "SuiteFailed", "child_environment", "main"]
+__all__ = ["Suite", "SuiteFailed", "child_environment", "isolated_environment", "main", "running_suite"]
 
 READY_TIMEOUT_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
@@ -155,6 +157,37 @@ class Suite:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def isolated_environment(data_dir: Path, database_urls: dict[str, str] | None = None) -> dict[str, str]:
+    """An environment for a suite beside any other: no REGISTRY_* inherited, free ports, given databases."""
+    base = {key: value for key, value in os.environ.items() if not key.startswith("REGISTRY_")}
+    base["REGISTRY_DATA_DIR"] = str(data_dir)
+    base["REGISTRY_ENVIRONMENT"] = "development"
+    for process in PROCESSES:
+        base[f"{process.env_prefix}PORT"] = str(_free_port())
+    for name, url in (database_urls or {}).items():
+        base[f"REGISTRY_{name.upper()}_DATABASE_URL"] = url
+    return child_environment(base)
+
+
+@contextmanager
+def running_suite(data_dir: Path, database_urls: dict[str, str] | None = None) -> Iterator[Suite]:
+    """A migrated, started suite on free ports (smoke tests, benchmarks); output in data_dir/suite.log."""
+    env = isolated_environment(data_dir, database_urls)
+    with (
+        (data_dir / "suite.log").open("wb") as log,
+        Suite(env, stdout=log.fileno(), stderr=subprocess.STDOUT) as suite,
+    ):
+        suite.migrate()
+        suite.start()
+        yield suite
 
 
 def main() -> int:

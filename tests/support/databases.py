@@ -9,14 +9,29 @@ import contextlib
 import os
 import shutil
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 from sqlalchemy.engine import make_url
 
 from kit.migrations import upgrade
 
+T = TypeVar("T")
+
 DEFAULT_ADMIN_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+
+
+def _off_loop(work: Callable[[], T]) -> T:
+    """Run blocking set-up work (asyncio.run, Alembic) even when called from inside a running loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return work()
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(work).result()
 
 
 def admin_url() -> str:
@@ -71,7 +86,7 @@ class DatabaseFactory:
         template = self._sqlite_templates.get(package)
         if template is None:
             template = self.workdir / f"template-{_package_slug(package)}.sqlite3"
-            upgrade(package, f"sqlite+aiosqlite:///{template}")
+            _off_loop(lambda: upgrade(package, f"sqlite+aiosqlite:///{template}"))
             self._sqlite_templates[package] = template
         target = directory / f"{_package_slug(package)}-{uuid.uuid4().hex[:6]}.sqlite3"
         shutil.copyfile(template, target)
@@ -81,31 +96,31 @@ class DatabaseFactory:
         template = self._pg_templates.get(package)
         if template is None:
             template = f"tpl_{_package_slug(package)}_{self.session_tag}"
-            asyncio.run(_admin(f'CREATE DATABASE "{template}"'))
+            _off_loop(lambda: asyncio.run(_admin(f'CREATE DATABASE "{template}"')))
             self._pg_created.append(template)
-            upgrade(package, _pg_url(template))
+            _off_loop(lambda: upgrade(package, _pg_url(template)))
             self._pg_templates[package] = template
         name = f"t_{_package_slug(package)}_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+        _off_loop(lambda: asyncio.run(_admin(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')))
         self._pg_created.append(name)
         return _pg_url(name)
 
     def empty_postgres(self, label: str) -> str:
         """A new empty database (migrations are up to the caller, e.g. the launcher)."""
         name = f"smoke_{label}_{uuid.uuid4().hex[:10]}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        _off_loop(lambda: asyncio.run(_admin(f'CREATE DATABASE "{name}"')))
         self._pg_created.append(name)
         return _pg_url(name)
 
     def drop(self, url: str) -> None:
         name = make_url(url).database
         if name in self._pg_created:
-            asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            _off_loop(lambda: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
             self._pg_created.remove(name)
 
     def close(self) -> None:
         for name in reversed(self._pg_created):
             # Best effort at session end: leftovers carry a random name and .ci/run sweeps them.
             with contextlib.suppress(Exception):
-                asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                _off_loop(lambda name=name: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
         self._pg_created.clear()
