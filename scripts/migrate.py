@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     targets = PROCESSES if args.names == ["all"] else tuple(by_name(name) for name in args.names)
     for process in targets:
-        url = process.settings().resolved_database_url
+        url = process.database_url()
         shown = url.split("@")[-1] if "@" in url else url
         print(f"migrating {process.name} ({shown})", file=sys.stderr)
         upgrade(process.package, url)

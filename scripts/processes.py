@@ -25,6 +25,15 @@ class Process:
     def settings(self) -> ServiceSettings:
         return import_module(f"{self.package}.config").Settings()
 
+    def database_url(self) -> str:
+        """This process's database URL from the environment alone.
+
+        Read through the base settings, not the process's own: a migration job needs the database and
+        nothing else, so it must not be refused for lacking the gateway's secrets.
+        """
+        settings_type = type(f"{self.name}_database", (ServiceSettings,), {"service_name": self.name})
+        return settings_type().resolved_database_url
+
 
 PROCESSES: tuple[Process, ...] = (
     Process("gateway", "gateway", 8000),
