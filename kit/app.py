@@ -18,7 +18,7 @@ from contracts.problems import problem_type
 from kit.auth import TokenVerifier
 from kit.config import ServiceSettings
 from kit.db import Database
-from kit.errors import install_problem_handlers, problem_response
+from kit.errors import install_problem_handlers, internal_error_problem, problem_response
 from kit.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, metrics_endpoint
 from kit.outbox import Outbox, feed_router
 
@@ -48,25 +48,34 @@ class RequestContextMiddleware:
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 candidate = value.decode("latin-1")
-                request_id = candidate if _REQUEST_ID.match(candidate) else None
+                request_id = candidate if _REQUEST_ID.fullmatch(candidate) else None  # `$` allows a final \n
                 break
         request_id = request_id or uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id)
         started = time.perf_counter()
-        status_holder = {"status": 500}
+        status_holder = {"status": 500, "started": False}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status_holder["status"] = message["status"]
+                status_holder["started"] = True
                 headers = list(message.get("headers", []))
                 headers.append((b"x-request-id", request_id.encode()))
                 message = {**message, "headers": headers}
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception:
+                if status_holder["started"]:
+                    raise
+                # Answer the 500 here rather than in Starlette's outer ServerErrorMiddleware, so the log
+                # line still carries the request id and the response its X-Request-ID header.
+                log.exception("unhandled_error", path=scope["path"])
+                await problem_response(internal_error_problem(scope["path"]))(scope, receive, send_with_id)
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
@@ -168,7 +177,8 @@ def create_app(
             )
         return JSONResponse({"status": "ready"})
 
-    app.add_route("/metrics", metrics_endpoint, include_in_schema=False)
+    # An API route (not add_route) so the request scope names its route: counted and kept out of the log.
+    app.add_api_route("/metrics", metrics_endpoint, methods=["GET"], include_in_schema=False)
     for router in routers:
         app.include_router(router)
     if outbox is not None:

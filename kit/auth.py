@@ -113,20 +113,26 @@ class TokenVerifier:
                 self._last_fetch = time.monotonic() - self.refresh_interval + 1.0
                 return False
             before = set(k["kid"] for k in self.keys.document["keys"])
-            self.keys.replace(document)
+            try:
+                self.keys.replace(document)
+            except ValueError as exc:  # not a usable JWKS: keep the keys we have
+                log.warning("jwks_rejected", url=self.jwks_url, error=str(exc))
+                return False
             return before != set(k["kid"] for k in self.keys.document["keys"])
 
     async def verify(self, token: str) -> Principal:
         try:
             claims = verify_token(token, self.keys, issuer=self.issuer, audience=self.audience)
         except TokenInvalid as exc:
-            if str(exc) == "unknown key id" and await self.refresh():
-                try:
-                    claims = verify_token(token, self.keys, issuer=self.issuer, audience=self.audience)
-                except TokenInvalid as again:
-                    raise Unauthorized(str(again), slug="invalid-token", title="Invalid token") from again
-            else:
+            if str(exc) != "unknown key id" or not self.jwks_url:
                 raise Unauthorized(str(exc), slug="invalid-token", title="Invalid token") from exc
+            # Verify again even when this call did not fetch: a concurrent request may just have
+            # fetched the key (refresh() is throttled, and waiters on its lock get False).
+            await self.refresh()
+            try:
+                claims = verify_token(token, self.keys, issuer=self.issuer, audience=self.audience)
+            except TokenInvalid as again:
+                raise Unauthorized(str(again), slug="invalid-token", title="Invalid token") from again
         return Principal.from_claims(claims)
 
 

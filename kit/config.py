@@ -5,7 +5,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Environment", "ServiceSettings", "sqlite_url"]
@@ -56,18 +56,18 @@ class ServiceSettings(BaseSettings):
     db_max_overflow: int = 10
     db_echo: bool = False
 
-    @model_validator(mode="before")
-    @classmethod
-    def _per_service_variables(cls, values: Any) -> Any:
-        """`REGISTRY_<SERVICE>_DATABASE_URL` and `REGISTRY_<SERVICE>_PORT` win over the generic names."""
-        if not isinstance(values, dict):
-            return values
-        prefix = f"REGISTRY_{cls.service_name.upper()}_"
+    def __init__(self, **values: Any) -> None:
+        """`REGISTRY_<SERVICE>_DATABASE_URL` and `REGISTRY_<SERVICE>_PORT` win over the generic names.
+
+        Passed as init values (which outrank the environment) but only where the caller gave none: a
+        "before" model validator would see `REGISTRY_DATABASE_URL` already merged in and let it win.
+        """
+        prefix = f"REGISTRY_{type(self).service_name.upper()}_"
         for name in _PER_SERVICE_FIELDS:
             value = os.environ.get(prefix + name.upper())
             if value and name not in values:
                 values[name] = value
-        return values
+        super().__init__(**values)
 
     @property
     def resolved_database_url(self) -> str:

@@ -96,6 +96,8 @@ class Database:
     async def ping(self) -> None:
         """Raise unless the database answers."""
         async with self.engine.connect() as connection:
+            if self.is_sqlite:  # a probe must not queue behind (or block) writers on the write lock
+                await connection.execution_options(**{_BEGIN_OPTION: "DEFERRED"})
             await connection.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:

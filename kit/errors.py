@@ -29,6 +29,7 @@ __all__ = [
     "Unauthorized",
     "Unprocessable",
     "install_problem_handlers",
+    "internal_error_problem",
     "problem_response",
 ]
 
@@ -173,11 +174,15 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
-        body = {
-            "type": problem_type("internal-error"),
-            "title": "Internal error",
-            "status": 500,
-            "detail": "The error was logged; nothing you sent was acknowledged.",
-            "instance": request.url.path,
-        }
-        return problem_response(body)
+        return problem_response(internal_error_problem(request.url.path))
+
+
+def internal_error_problem(instance: str) -> dict[str, Any]:
+    """The body of a 500: says nothing of the error itself (that goes to the log)."""
+    return {
+        "type": problem_type("internal-error"),
+        "title": "Internal error",
+        "status": 500,
+        "detail": "The error was logged; nothing you sent was acknowledged.",
+        "instance": instance,
+    }

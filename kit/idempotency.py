@@ -13,12 +13,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from fastapi import Header
 from sqlalchemy import (
     JSON,
     Column,
+    CursorResult,
     DateTime,
     Integer,
     MetaData,
@@ -109,7 +110,7 @@ class Claim:
             )
             .values(state="done", response_status=status, response_body=body, completed_at=datetime.now(UTC))
         )
-        if result.rowcount != 1:
+        if cast(CursorResult[Any], result).rowcount != 1:
             raise Conflict(
                 "Another attempt with this Idempotency-Key took over; retry to get its answer.",
                 slug="idempotency-key-in-flight",
@@ -150,7 +151,7 @@ class IdempotencyStore:
             raise BadRequest(
                 "This request moves units: send an Idempotency-Key header.", slug="idempotency-key-missing"
             )
-        if not re.match(_KEY_PATTERN, key):
+        if not re.fullmatch(_KEY_PATTERN, key):  # not re.match: its `$` also matches before a final "\n"
             raise BadRequest(
                 "Idempotency-Key must be 1 to 255 visible ASCII characters.", slug="idempotency-key-invalid"
             )

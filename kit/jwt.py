@@ -96,16 +96,27 @@ class KeySet:
             self.replace(jwks)
 
     def replace(self, jwks: dict[str, Any]) -> None:
+        """Trust exactly the usable keys of `jwks`; ValueError (keys unchanged) if it has none."""
+        entries = jwks.get("keys") if isinstance(jwks, dict) else None
+        if not isinstance(entries, list):
+            raise ValueError("not a JWKS document")
         keys: dict[str, Key] = {}
-        for entry in jwks.get("keys", []):
+        for entry in entries:
+            if not isinstance(entry, dict):
+                continue
             if entry.get("kty") != "EC" or entry.get("crv") != "P-256" or not entry.get("kid"):
                 continue
             if entry.get("use", "sig") != "sig":
                 continue
-            public = {name: entry[name] for name in ("kty", "crv", "x", "y")}
-            keys[entry["kid"]] = jwk.construct(public, ALGORITHM)
+            try:
+                public = {name: entry[name] for name in ("kty", "crv", "x", "y")}
+                keys[entry["kid"]] = jwk.construct(public, ALGORITHM)
+            except (KeyError, TypeError, ValueError, JOSEError):
+                continue  # a malformed key is not trusted; the others still are
+        if entries and not keys:
+            raise ValueError("no usable ES256 key in the JWKS")
         self._keys = keys
-        self.document = {"keys": [dict(entry) for entry in jwks.get("keys", []) if entry.get("kid") in keys]}
+        self.document = {"keys": [dict(e) for e in entries if isinstance(e, dict) and e.get("kid") in keys]}
 
     def get(self, kid: str) -> Key | None:
         return self._keys.get(kid)

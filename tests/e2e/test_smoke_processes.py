@@ -11,8 +11,8 @@ import httpx
 import pytest
 
 from scripts.processes import PROCESSES
+from scripts.run import isolated_environment, running_suite
 from tests.support.databases import DatabaseFactory
-from tests.support.processes import running_suite, suite_environment
 
 pytestmark = pytest.mark.xdist_group("processes")
 
@@ -67,7 +67,7 @@ def test_suite_processes_on_postgresql(tmp_path: Path, database_factory: Databas
 
 
 def _launcher(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
-    env = suite_environment(tmp_path)
+    env = isolated_environment(tmp_path)
     launcher = subprocess.Popen(
         [sys.executable, "-m", "scripts.run"],
         env=env,

@@ -122,5 +122,7 @@ class DatabaseFactory:
         for name in reversed(self._pg_created):
             # Best effort at session end: leftovers carry a random name and .ci/run sweeps them.
             with contextlib.suppress(Exception):
-                _off_loop(lambda name=name: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
+                _off_loop(
+                    lambda name=name: asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                )
         self._pg_created.clear()
