@@ -81,7 +81,7 @@ class TokenVerifier:
         self.keys = keys or KeySet()
         self.jwks_url = jwks_url
         self.refresh_interval = refresh_interval
-        self._last_fetch = 0.0
+        self._last_fetch = float("-inf")
         self._lock = asyncio.Lock()
 
     @classmethod

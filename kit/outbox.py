@@ -33,6 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from contracts.events import EventEnvelope, EventPage, FeedEvent
+from contracts.roles import Role
+from kit.auth import require_roles
 from kit.db import Database
 from kit.metrics import EVENTS_PUBLISHED, FEED_LAST_POSITION
 
@@ -136,6 +138,15 @@ class Outbox:
         """Give feed positions to committed events, in commit order; returns how many got one."""
         assigned = 0
         while True:
+            # A cheap look first (the partial index), so an idle feed never takes the write lock.
+            async with self.db.read() as session:
+                waiting = (
+                    await session.execute(
+                        select(self.outbox.c.id).where(self.outbox.c.position.is_(None)).limit(1)
+                    )
+                ).first()
+            if waiting is None:
+                return assigned
             async with self.db.connect() as connection:
                 # The FOR UPDATE row lock (BEGIN IMMEDIATE on SQLite) makes relays run one at a time.
                 state = (
@@ -233,8 +244,14 @@ class Outbox:
 
 
 def feed_router(outbox_of: str = "outbox") -> APIRouter:
-    """`GET /internal/v1/events?after=N`: the producer's feed (inside the cluster only; never routed)."""
-    router = APIRouter(prefix="/internal/v1", tags=["internal"])
+    """`GET /internal/v1/events?after=N`: the producer's feed, never routed by the gateway.
+
+    Events carry every Party's data, confidential fields included, so the network policy is not the only
+    guard: the caller needs a token with `secretariat_admin` (the services' own clients hold it).
+    """
+    router = APIRouter(
+        prefix="/internal/v1", tags=["internal"], dependencies=[require_roles(Role.SECRETARIAT_ADMIN)]
+    )
 
     @router.get("/events", response_model=EventPage)
     async def read_feed(

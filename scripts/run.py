@@ -165,9 +165,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def isolated_environment(data_dir: Path, database_urls: dict[str, str] | None = None) -> dict[str, str]:
+def isolated_environment(
+    data_dir: Path, database_urls: dict[str, str] | None = None, extra: dict[str, str] | None = None
+) -> dict[str, str]:
     """An environment for a suite beside any other: no REGISTRY_* inherited, free ports, given databases."""
     base = {key: value for key, value in os.environ.items() if not key.startswith("REGISTRY_")}
+    base.update(extra or {})
     base["REGISTRY_DATA_DIR"] = str(data_dir)
     base["REGISTRY_ENVIRONMENT"] = "development"
     for process in PROCESSES:
@@ -178,9 +181,11 @@ def isolated_environment(data_dir: Path, database_urls: dict[str, str] | None = 
 
 
 @contextmanager
-def running_suite(data_dir: Path, database_urls: dict[str, str] | None = None) -> Iterator[Suite]:
+def running_suite(
+    data_dir: Path, database_urls: dict[str, str] | None = None, extra: dict[str, str] | None = None
+) -> Iterator[Suite]:
     """A migrated, started suite on free ports (smoke tests, benchmarks); output in data_dir/suite.log."""
-    env = isolated_environment(data_dir, database_urls)
+    env = isolated_environment(data_dir, database_urls, extra)
     with (
         (data_dir / "suite.log").open("wb") as log,
         Suite(env, stdout=log.fileno(), stderr=subprocess.STDOUT) as suite,

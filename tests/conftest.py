@@ -62,7 +62,11 @@ def make_database(
     made: list[str] = []
 
     def make(package: str) -> str:
-        url = database_factory.postgres(package) if backend == "postgres" else database_factory.sqlite(package, tmp_path)
+        url = (
+            database_factory.postgres(package)
+            if backend == "postgres"
+            else database_factory.sqlite(package, tmp_path)
+        )
         made.append(url)
         return url
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import func, select
 
 from contracts.events import FeedEvent
+from contracts.roles import Role
 from kit.db import Database
 from kit.outbox import Outbox
 from services.transactions.app import create_app
@@ -188,6 +189,11 @@ async def test_feed_endpoint(url: str, tokens: TokenFactory) -> None:
         for n, kind in enumerate(["x.one", "x.two", "x.one", "x.two", "x.one"]):
             async with app.state.db.transaction() as session:
                 ids.append(str((await outbox.publish(session, kind, {"n": n}, party="CHE")).id))
+
+        assert (await client.get("/internal/v1/events")).status_code == 401
+        party_token = tokens.headers(party="CHE", roles=[Role.PARTY_ADMIN])
+        assert (await client.get("/internal/v1/events", headers=party_token)).status_code == 403
+        client.headers.update(tokens.headers(party=None, roles=[Role.SECRETARIAT_ADMIN]))
 
         response = await client.get("/internal/v1/events")  # the endpoint relays before it reads
         assert response.status_code == 200
