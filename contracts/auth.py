@@ -81,6 +81,8 @@ def check_client_roles(party: str | None, roles: Iterable[Role], registry_id: st
             )
     elif Role.SECRETARIAT_ADMIN in role_set:
         problems.append("a Party client cannot hold secretariat_admin")
+    if Role.SERVICE in role_set:
+        problems.append("service clients are configured in the gateway, not created through the API")
     if Role.REGISTRY in role_set:
         if len(role_set) > 1:
             problems.append("the registry role cannot be combined with other roles")

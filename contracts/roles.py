@@ -19,3 +19,6 @@ class Role(StrEnum):
     VIEWER = "viewer"
     REGISTRY = "registry"
     AUDITOR = "auditor"
+    #: A registry service calling another's `/internal/*` API. Never created through `/v1/clients`: the
+    #: gateway keeps one per service (`svc-<service>`) from its configuration.
+    SERVICE = "service"

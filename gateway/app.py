@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from starlette.middleware import Middleware
 from starlette.routing import Route as StarletteRoute
 
+from contracts.roles import Role
 from gateway.auth.clients import ClientStore, RevocationList
 from gateway.auth.clients import router as clients_router
 from gateway.auth.ratelimit import RateLimiter
@@ -21,7 +22,7 @@ from gateway.auth.token import GatewayTokenVerifier, KeyRing, TokenService
 from gateway.auth.token import router as token_router
 from gateway.config import Settings, client_secret_key
 from gateway.routes import BodyLimitMiddleware, DropClientRequestIdMiddleware, openapi_endpoint, proxy_app
-from gateway.upstream import Upstreams
+from gateway.upstream import UPSTREAM_NAMES, Upstreams
 from kit.app import create_app as create_service_app
 from kit.db import Database
 
@@ -47,6 +48,17 @@ async def _startup(app: FastAPI) -> None:
         log.info("bootstrap_client", client_id=settings.bootstrap_client_id, outcome=outcome)
     else:
         log.warning("bootstrap_client_not_configured", hint="set REGISTRY_BOOTSTRAP_CLIENT_SECRET")
+    if settings.service_client_secret is not None:
+        # One client per service (`svc-<service>`, role service) for their calls to each other's /internal API.
+        for service in UPSTREAM_NAMES:
+            client_id = f"svc-{service}"
+            outcome = await store.ensure_bootstrap(
+                client_id,
+                settings.service_client_secret.get_secret_value(),
+                roles=(Role.SERVICE,),
+                name=f"{service} service",
+            )
+            log.info("service_client", client_id=client_id, outcome=outcome)
     revocations: RevocationList = app.state.revocations
     await revocations.refresh(store)
     revocations.start(store, settings.revocation_refresh_seconds)

@@ -76,10 +76,6 @@ class Settings(ServiceSettings):
     )
     token_rate_limit_burst: int = Field(default=20, ge=1)
 
-    party_sections_url: str = "http://127.0.0.1:8101"
-    transactions_url: str = "http://127.0.0.1:8102"
-    ars_url: str = "http://127.0.0.1:8103"
-    reporting_url: str = "http://127.0.0.1:8104"
     upstream_timeout_seconds: float = Field(default=15.0, gt=0)
     upstream_connect_timeout_seconds: float = Field(default=2.0, gt=0)
     upstream_max_connections: int = Field(default=200, ge=1, description="Connection pool size per service")
@@ -91,13 +87,6 @@ class Settings(ServiceSettings):
         if not _CLIENT_ID.fullmatch(value):
             raise ValueError("bootstrap_client_id must be 1-64 characters of A-Z a-z 0-9 . _ -")
         return value
-
-    @field_validator("party_sections_url", "transactions_url", "ars_url", "reporting_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"an upstream URL must start with http:// or https://, got {value!r}")
-        return value.rstrip("/")
 
     @model_validator(mode="after")
     def _secrets_configured(self) -> "Settings":
@@ -124,6 +113,15 @@ class Settings(ServiceSettings):
             )
         elif looks_like_placeholder(hmac_key):
             problems.append("REGISTRY_CLIENT_SECRET_KEY is a placeholder value")
+        service = self.service_client_secret.get_secret_value() if self.service_client_secret else ""
+        if not service:
+            problems.append("REGISTRY_SERVICE_CLIENT_SECRET is not set (the services' own clients need it)")
+        elif len(service) < MIN_BOOTSTRAP_SECRET_LENGTH:
+            problems.append(
+                f"REGISTRY_SERVICE_CLIENT_SECRET is shorter than {MIN_BOOTSTRAP_SECRET_LENGTH} characters"
+            )
+        elif looks_like_placeholder(service):
+            problems.append("REGISTRY_SERVICE_CLIENT_SECRET is a placeholder value")
         if self.signing_key is None and self.signing_key_file is None:
             problems.append(
                 "no token signing key: set REGISTRY_SIGNING_KEY_FILE (or REGISTRY_SIGNING_KEY); "

@@ -40,12 +40,7 @@ class BadGateway(DomainError):
 
 
 def _base_urls(settings: Settings) -> dict[str, str]:
-    return {
-        "party_sections": settings.party_sections_url,
-        "transactions": settings.transactions_url,
-        "ars": settings.ars_url,
-        "reporting": settings.reporting_url,
-    }
+    return {name: settings.service_url(name) for name in UPSTREAM_NAMES}
 
 
 class Upstreams:

@@ -3,10 +3,11 @@
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
+import httpx
 import structlog
 from fastapi import APIRouter, FastAPI
 from sqlalchemy import MetaData
@@ -21,6 +22,7 @@ from kit.db import Database
 from kit.errors import install_problem_handlers, internal_error_problem, problem_response
 from kit.metrics import HTTP_REQUEST_SECONDS, HTTP_REQUESTS, metrics_endpoint
 from kit.outbox import Outbox, feed_router
+from kit.service_client import Peers
 
 __all__ = ["REQUEST_ID_HEADER", "Hook", "RequestContextMiddleware", "create_app"]
 
@@ -108,11 +110,14 @@ def create_app(
     on_shutdown: Sequence[Hook] = (),
     openapi_tags: list[dict[str, Any]] | None = None,
     outbox_metadata: MetaData | None = None,
+    peer_transports: Mapping[str, httpx.AsyncBaseTransport] | None = None,
 ) -> FastAPI:
     """A FastAPI app with the registry's conventions; `database` defaults to the settings' URL.
 
     With `outbox_metadata` (a metadata holding `kit.outbox.outbox_tables`), the app publishes events:
     `app.state.outbox`, its relay running for the app's lifetime, and the feed at `/internal/v1/events`.
+    `app.state.peers` calls the other services as this one (`kit.service_client`); `peer_transports`
+    (by service name, and `gateway` for tokens) is for in-process tests.
     """
     db = database or Database(
         settings.resolved_database_url,
@@ -122,6 +127,7 @@ def create_app(
     )
     verifier = token_verifier or TokenVerifier.from_settings(settings)
     outbox = Outbox(db, settings.service_name, outbox_metadata) if outbox_metadata is not None else None
+    peers = Peers(settings, peer_transports)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -138,6 +144,7 @@ def create_app(
                 await hook(app)
             if outbox is not None:
                 await outbox.stop()
+            await peers.aclose()
             await db.dispose()
 
     app = FastAPI(
@@ -153,6 +160,7 @@ def create_app(
     app.state.db = db
     app.state.token_verifier = verifier
     app.state.outbox = outbox
+    app.state.peers = peers
     install_problem_handlers(app)
     app.add_middleware(RequestContextMiddleware, service=settings.service_name)
 

@@ -5,7 +5,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Environment", "ServiceSettings", "sqlite_url"]
@@ -52,6 +52,19 @@ class ServiceSettings(BaseSettings):
     jwks_url: str | None = Field(default=None, description="Where to fetch the gateway's token keys")
     jwks_json: str | None = Field(default=None, description="A JWKS document given inline (tests, offline)")
 
+    # Calls to other services (`/internal/*`) carry a token of this service's own client, `svc-<service>`,
+    # obtained from the gateway with client credentials.
+    gateway_url: str = Field(
+        default="http://127.0.0.1:8000", description="Base URL of the gateway (token endpoint)"
+    )
+    service_client_secret: SecretStr | None = Field(
+        default=None, description="Secret of the service clients the gateway keeps (`svc-<service>`)"
+    )
+    party_sections_url: str = "http://127.0.0.1:8101"
+    transactions_url: str = "http://127.0.0.1:8102"
+    ars_url: str = "http://127.0.0.1:8103"
+    reporting_url: str = "http://127.0.0.1:8104"
+
     db_pool_size: int = 10
     db_max_overflow: int = 10
     db_echo: bool = False
@@ -68,6 +81,22 @@ class ServiceSettings(BaseSettings):
             if value and name not in values:
                 values[name] = value
         super().__init__(**values)
+
+    @field_validator("gateway_url", "party_sections_url", "transactions_url", "ars_url", "reporting_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"a service URL must start with http:// or https://, got {value!r}")
+        return value.rstrip("/")
+
+    @property
+    def service_client_id(self) -> str:
+        """This service's own OAuth client at the gateway."""
+        return f"svc-{self.service_name}"
+
+    def service_url(self, name: str) -> str:
+        """Base URL of the service `name` (party_sections, transactions, ars, reporting)."""
+        return str(getattr(self, f"{name}_url"))
 
     @property
     def resolved_database_url(self) -> str:

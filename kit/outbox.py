@@ -247,10 +247,12 @@ def feed_router(outbox_of: str = "outbox") -> APIRouter:
     """`GET /internal/v1/events?after=N`: the producer's feed, never routed by the gateway.
 
     Events carry every Party's data, confidential fields included, so the network policy is not the only
-    guard: the caller needs a token with `secretariat_admin` (the services' own clients hold it).
+    guard: the caller needs a service token (another service consuming the feed) or `secretariat_admin`.
     """
     router = APIRouter(
-        prefix="/internal/v1", tags=["internal"], dependencies=[require_roles(Role.SECRETARIAT_ADMIN)]
+        prefix="/internal/v1",
+        tags=["internal"],
+        dependencies=[require_roles(Role.SERVICE, Role.SECRETARIAT_ADMIN)],
     )
 
     @router.get("/events", response_model=EventPage)

@@ -39,9 +39,9 @@ def port_of(process: Process, env: dict[str, str]) -> int:
     return int(env.get(f"{process.env_prefix}PORT", process.default_port))
 
 
-def _bootstrap_secret(data_dir: Path) -> str:
-    """The development bootstrap secret: generated once, kept in the data directory (mode 0600)."""
-    path = data_dir / "bootstrap-client-secret"
+def _kept_secret(data_dir: Path, name: str) -> str:
+    """A development secret: generated once, kept in the data directory (mode 0600)."""
+    path = data_dir / name
     if path.exists():
         return path.read_text().strip()
     secret = secrets.token_urlsafe(32)
@@ -59,8 +59,11 @@ def child_environment(base: dict[str, str]) -> dict[str, str]:
     env.setdefault("REGISTRY_ENVIRONMENT", "development")
     env.setdefault("REGISTRY_BOOTSTRAP_CLIENT_ID", "secretariat-bootstrap")
     if not env.get("REGISTRY_BOOTSTRAP_CLIENT_SECRET"):
-        env["REGISTRY_BOOTSTRAP_CLIENT_SECRET"] = _bootstrap_secret(data_dir)
+        env["REGISTRY_BOOTSTRAP_CLIENT_SECRET"] = _kept_secret(data_dir, "bootstrap-client-secret")
+    if not env.get("REGISTRY_SERVICE_CLIENT_SECRET"):
+        env["REGISTRY_SERVICE_CLIENT_SECRET"] = _kept_secret(data_dir, "service-client-secret")
     gateway_port = port_of(PROCESSES[0], env)
+    env.setdefault("REGISTRY_GATEWAY_URL", f"http://127.0.0.1:{gateway_port}")
     env.setdefault("REGISTRY_JWKS_URL", f"http://127.0.0.1:{gateway_port}/.well-known/jwks.json")
     for service in SERVICES:
         env.setdefault(f"REGISTRY_{service.name.upper()}_URL", f"http://127.0.0.1:{port_of(service, env)}")

@@ -273,18 +273,28 @@ class ClientStore:
         async with self.db.read() as session:
             return set((await session.execute(statement)).scalars())
 
-    async def ensure_bootstrap(self, client_id: str, secret: str) -> str:
-        """Create the Secretariat bootstrap client, or align its secret; "created", "updated" or "unchanged"."""
+    async def ensure_bootstrap(
+        self,
+        client_id: str,
+        secret: str,
+        *,
+        roles: tuple[Role, ...] = (Role.SECRETARIAT_ADMIN,),
+        name: str = BOOTSTRAP_CLIENT_NAME,
+    ) -> str:
+        """Create a configured client (the Secretariat bootstrap client, a service's own client), or align its
+        secret; "created", "updated" or "unchanged"."""
         for attempt in range(2):
             try:
-                return await self._ensure_bootstrap_once(client_id, secret)
+                return await self._ensure_bootstrap_once(client_id, secret, roles, name)
             except IntegrityError:
                 # Another replica inserted it at the same moment; the second round sees its row.
                 if attempt:
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _ensure_bootstrap_once(self, client_id: str, secret: str) -> str:
+    async def _ensure_bootstrap_once(
+        self, client_id: str, secret: str, roles: tuple[Role, ...], name: str
+    ) -> str:
         async with self.db.transaction() as session:
             row = (
                 await session.execute(
@@ -295,9 +305,9 @@ class ClientStore:
                 await session.execute(
                     insert(oauth_clients).values(
                         client_id=client_id,
-                        name=BOOTSTRAP_CLIENT_NAME,
+                        name=name,
                         party=None,
-                        roles=[Role.SECRETARIAT_ADMIN.value],
+                        roles=[role.value for role in roles],
                         registry_id=None,
                         secret_hash=self.hash_secret(secret),
                         created_at=datetime.now(UTC),

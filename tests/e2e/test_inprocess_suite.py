@@ -63,3 +63,30 @@ async def test_the_gateway_openapi_is_the_public_contract(suite: InProcessSuite)
     assert "/v1/clients" in document["paths"]
     assert "/v1/parties" in document["paths"]  # merged from party_sections
     assert not any(path.startswith("/internal") for path in document["paths"])
+
+
+async def test_services_call_each_other_with_their_own_service_token(suite: InProcessSuite) -> None:
+    # transactions reads party_sections' feed the way the read models will: as svc-transactions.
+    peers = suite.services["transactions"].state.peers
+    response = await peers.request("party_sections", "GET", "/internal/v1/events", params={"after": 0})
+    assert response.status_code == 200
+    assert response.json()["last_position"] >= 0
+    # A Party's token is refused there: the feed carries every Party's data.
+    viewer = await suite.new_client(name="GHA viewer", party="GHA", roles=["viewer"])
+    party_token = await suite.auth(viewer["client_id"], viewer["client_secret"])
+    transport = suite.services["party_sections"]
+    import httpx
+
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=transport), base_url="http://ps"
+    ) as direct:
+        assert (await direct.get("/internal/v1/events", headers=party_token)).status_code == 403
+
+
+async def test_service_clients_cannot_be_made_through_the_api(suite: InProcessSuite) -> None:
+    response = await suite.client.post(
+        "/v1/clients",
+        json={"name": "sneaky", "party": None, "roles": ["service"]},
+        headers=await suite.auth(),
+    )
+    assert response.status_code == 422

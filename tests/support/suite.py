@@ -22,6 +22,7 @@ from tests.support.apps import lifespan
 
 BOOTSTRAP_ID = "secretariat-bootstrap"
 BOOTSTRAP_SECRET = "in-process-suite-bootstrap-secret-0123456789"
+SERVICE_SECRET = "in-process-suite-service-secret-9876543210"
 
 
 @dataclass
@@ -61,22 +62,25 @@ async def inprocess_suite(
         bootstrap_client_id=BOOTSTRAP_ID,
         bootstrap_client_secret=BOOTSTRAP_SECRET,
         signing_key=signing_key.private_pem.decode(),
+        service_client_secret=SERVICE_SECRET,
     )
     services: dict[str, FastAPI] = {}
     transports: dict[str, httpx.AsyncBaseTransport] = {}
     jwks = {"keys": [signing_key.public_jwk]}
     for process in SERVICES:
         settings = import_module(f"{process.package}.config").Settings(
-            database_url=make_database(process.package)
+            database_url=make_database(process.package), service_client_secret=SERVICE_SECRET
         )
         verifier = TokenVerifier(
             issuer=settings.token_issuer, audience=settings.token_audience, keys=KeySet(jwks)
         )
+        # Every app gets the same mapping: peers and the gateway's token endpoint, all in-process.
         services[process.name] = import_module(f"{process.package}.app").create_app(
-            settings, token_verifier=verifier
+            settings, token_verifier=verifier, peer_transports=transports
         )
         transports[process.name] = httpx.ASGITransport(app=services[process.name])
-    gateway = create_gateway(gateway_settings, upstream_transports=transports)
+    gateway = create_gateway(gateway_settings, upstream_transports=dict(transports))
+    transports["gateway"] = httpx.ASGITransport(app=gateway)
     async with AsyncExitStack() as stack:
         for app in services.values():
             await stack.enter_async_context(lifespan(app))

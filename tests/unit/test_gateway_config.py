@@ -13,6 +13,7 @@ from kit.jwt import SigningKey
 
 STRONG_SECRET = "q7Vn2LrT9wXe4KpZ8sYb3HmC6dFj"
 STRONG_HMAC_KEY = "Zt4pQ8vN2xK7mR3wL9sB6yH1cJ5dF0gA"
+STRONG_SERVICE_SECRET = "Hk3Wm8Qz1Rt6Vy2Bn7Xc4Lp9Ds5Fg0Ja"
 
 
 @pytest.fixture(autouse=True)
@@ -42,6 +43,7 @@ def production(tmp_path: Path, **overrides: object) -> Settings:
         "data_dir": tmp_path / "data",
         "bootstrap_client_secret": STRONG_SECRET,
         "client_secret_key": STRONG_HMAC_KEY,
+        "service_client_secret": STRONG_SERVICE_SECRET,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
@@ -87,6 +89,9 @@ def test_production_loads_with_every_secret(tmp_path: Path, key_file: Path) -> N
         ({"client_secret_key": "dev-only-placeholder-client-secret-hmac-key"}, "placeholder"),
         ({"client_secret_key": "too-short-key"}, "shorter than 32"),
         ({"signing_key_file": None}, "no token signing key"),
+        ({"service_client_secret": None}, "REGISTRY_SERVICE_CLIENT_SECRET is not set"),
+        ({"service_client_secret": "short-service-secret"}, "shorter than 24"),
+        ({"service_client_secret": "dev-only-placeholder-service-client-secret"}, "placeholder"),
     ],
 )
 def test_production_refuses_missing_or_weak_secrets(
@@ -98,6 +103,7 @@ def test_production_refuses_missing_or_weak_secrets(
         production(tmp_path, **values)
     assert "refusing to start the gateway in production" in str(caught.value)
     assert STRONG_SECRET not in str(caught.value) and STRONG_HMAC_KEY not in str(caught.value)
+    assert STRONG_SERVICE_SECRET not in str(caught.value)
 
 
 def test_production_lists_every_problem_at_once(tmp_path: Path) -> None:
@@ -105,6 +111,7 @@ def test_production_lists_every_problem_at_once(tmp_path: Path) -> None:
         Settings(environment="production", data_dir=tmp_path)  # type: ignore[arg-type]
     text = str(caught.value)
     assert "BOOTSTRAP_CLIENT_SECRET" in text and "CLIENT_SECRET_KEY" in text and "signing key" in text
+    assert "SERVICE_CLIENT_SECRET" in text
 
 
 @pytest.mark.parametrize(
