@@ -31,6 +31,8 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+_VERIFIED_CACHE_SIZE = 10_000
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -42,6 +44,7 @@ class Principal:
     registry_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
     token_id: str | None = None
+    expires_at: float = 0.0
 
     @property
     def is_secretariat(self) -> bool:
@@ -61,6 +64,7 @@ class Principal:
             registry_id=claims.get("registry_id"),
             scopes=frozenset(scope.split()),
             token_id=claims.get("jti"),
+            expires_at=float(claims.get("exp", 0)),
         )
 
 
@@ -83,6 +87,7 @@ class TokenVerifier:
         self.refresh_interval = refresh_interval
         self._last_fetch = float("-inf")
         self._lock = asyncio.Lock()
+        self._verified: dict[str, tuple[Principal, float, object]] = {}
 
     @classmethod
     def from_settings(cls, settings: Any) -> "TokenVerifier":
@@ -121,6 +126,20 @@ class TokenVerifier:
             return before != set(k["kid"] for k in self.keys.document["keys"])
 
     async def verify(self, token: str) -> Principal:
+        # A token is verified once per process: the signature check is most of an authenticated request's
+        # cost, and clients reuse a token for its whole life. Expiry is still checked on every use, and the
+        # cache is emptied whenever the key set changes, so a withdrawn key stops its tokens at once.
+        now = time.time()
+        cached = self._verified.get(token)
+        if cached is not None and cached[1] > now and cached[2] is self.keys.document:
+            return cached[0]
+        principal = await self._verify_uncached(token)
+        if len(self._verified) >= _VERIFIED_CACHE_SIZE:
+            self._verified.pop(next(iter(self._verified)))
+        self._verified[token] = (principal, principal.expires_at, self.keys.document)
+        return principal
+
+    async def _verify_uncached(self, token: str) -> Principal:
         try:
             claims = verify_token(token, self.keys, issuer=self.issuer, audience=self.audience)
         except TokenInvalid as exc:

@@ -2,19 +2,22 @@
 
 No cluster and no Docker engine are needed. The overlays are rendered by a small kustomize emulation
 (resources, JSON 6902 patches, namespace, images: the only features the overlays may use); when
-`kustomize` or `kubectl` is on the PATH the real renderer must produce the same objects.
+`kustomize` or `kubectl` is on the PATH the real renderer must produce the same objects. Each process's
+Settings class must load from the environment the rendered manifests give its container.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 import shlex
 import shutil
 import subprocess
 from dataclasses import dataclass
 from functools import cache
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -80,14 +83,21 @@ PROCESSES = (
 GATEWAY = PROCESSES[0]
 SERVICES = PROCESSES[1:]
 JWKS_URL = "http://gateway:8000/.well-known/jwks.json"
+# Where the services get their own tokens (POST /oauth2/token): the gateway Service, on its port.
+GATEWAY_URL = "http://gateway:8000"
 GATEWAY_SECRET_KEYS = (
     "REGISTRY_BOOTSTRAP_CLIENT_ID",
     "REGISTRY_BOOTSTRAP_CLIENT_SECRET",
     "REGISTRY_CLIENT_SECRET_KEY",
 )
+# The secret of the services' own OAuth clients (`svc-<service>`): the gateway creates the clients with
+# it, every service obtains its token with it. A Secret of its own, so services never see the gateway's.
+SERVICE_CLIENT_SECRET = "REGISTRY_SERVICE_CLIENT_SECRET"
+SERVICE_CLIENT_SECRET_REF = {"name": "registry-service-client", "key": SERVICE_CLIENT_SECRET}
 EXPECTED_SECRET_REFS = {
     *(("registry-database-urls", p.db_env) for p in PROCESSES),
     *(("registry-gateway-secrets", key) for key in GATEWAY_SECRET_KEYS),
+    (SERVICE_CLIENT_SECRET_REF["name"], SERVICE_CLIENT_SECRET_REF["key"]),
     ("registry-signing-key", "signing-key.pem"),
 }
 
@@ -284,6 +294,26 @@ def config_data(objs: list[dict[str, Any]], name: str) -> dict[str, str]:
     return one(objs, "ConfigMap", name).get("data", {})
 
 
+def effective_env(
+    objs: list[dict[str, Any]], container: dict[str, Any], secrets: dict[tuple[str, str], str] | None = None
+) -> dict[str, str]:
+    """The environment a container starts with: its ConfigMaps (envFrom, in order), then `env`.
+
+    A secretKeyRef resolves to `secrets[(name, key)]`, or to a marker when no value is given.
+    """
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        assert set(source) == {"configMapRef"}, f"{container['name']}: envFrom {source}"
+        env.update({k: str(v) for k, v in config_data(objs, source["configMapRef"]["name"]).items()})
+    for name, entry in env_of(container).items():
+        if "value" in entry:
+            env[name] = str(entry["value"])
+        else:
+            ref = entry["valueFrom"]["secretKeyRef"]
+            env[name] = (secrets or {}).get((ref["name"], ref["key"]), f"<secret {ref['name']}/{ref['key']}>")
+    return env
+
+
 def process_container(objs: list[dict[str, Any]], proc: Process) -> dict[str, Any]:
     deployment = one(objs, "Deployment", proc.k8s)
     app = [c for c in pod_spec(deployment)["containers"] if c["name"] == proc.k8s]
@@ -474,7 +504,10 @@ def test_migration_job_migrates_only_its_own_database(build: str, proc: Process)
         "key": proc.db_env,
     }
     assert [name for name in env if name.endswith("_DATABASE_URL")] == [proc.db_env]
-    assert {"configMapRef": {"name": "registry-config"}} in container.get("envFrom", [])
+    assert container.get("envFrom", []) == [{"configMapRef": {"name": "registry-config"}}]
+    # nothing of the service-to-service wiring: no token endpoint, no service client secret
+    everything = effective_env(objs, container)
+    assert "REGISTRY_GATEWAY_URL" not in everything and SERVICE_CLIENT_SECRET not in everything
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -503,8 +536,12 @@ def test_config_maps_point_at_the_services_and_the_gateway_jwks(build: str) -> N
         url = data[f"REGISTRY_{proc.name.upper()}_URL"]
         assert url == f"http://{proc.k8s}:{proc.port}"
         assert one(objs, "Service", proc.k8s)["spec"]["ports"][0]["port"] == proc.port
-    assert config_data(objs, "registry-service-config") == {"REGISTRY_JWKS_URL": JWKS_URL}
+    assert config_data(objs, "registry-service-config") == {
+        "REGISTRY_JWKS_URL": JWKS_URL,
+        "REGISTRY_GATEWAY_URL": GATEWAY_URL,
+    }
     assert one(objs, "Service", "gateway")["spec"]["ports"][0]["port"] == GATEWAY.port
+    assert "REGISTRY_GATEWAY_URL" not in config_data(objs, "registry-config"), "services only"
     for obj in of_kind(objs, "ConfigMap"):
         for key, value in obj.get("data", {}).items():
             assert not SECRETISH.search(key), f"ConfigMap {obj['metadata']['name']} holds secret-like {key}"
@@ -669,7 +706,48 @@ def test_only_the_gateway_gets_gateway_secrets_and_the_signing_key(build: str) -
         if obj is gateway:
             continue
         refs = _secret_refs([obj])
-        assert {name for name, _ in refs} <= {"registry-database-urls"}, obj["metadata"]["name"]
+        allowed = {"registry-database-urls", SERVICE_CLIENT_SECRET_REF["name"]}
+        assert {name for name, _ in refs} <= allowed, obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
+def test_gateway_and_every_service_get_the_service_client_secret_from_its_secret(
+    build: str, proc: Process
+) -> None:
+    objs = rendered(build)
+    container = process_container(objs, proc)
+    entry = env_of(container)[SERVICE_CLIENT_SECRET]
+    assert entry == {"name": SERVICE_CLIENT_SECRET, "valueFrom": {"secretKeyRef": SERVICE_CLIENT_SECRET_REF}}
+    assert not [e for e in container.get("envFrom", []) if "secretRef" in e]
+    expected = {
+        ("registry-database-urls", proc.db_env),
+        (SERVICE_CLIENT_SECRET_REF["name"], SERVICE_CLIENT_SECRET_REF["key"]),
+    }
+    if proc is GATEWAY:
+        expected |= {("registry-gateway-secrets", key) for key in GATEWAY_SECRET_KEYS}
+        expected.add(("registry-signing-key", "signing-key.pem"))
+    assert _secret_refs([one(objs, "Deployment", proc.k8s)]) == expected
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
+def test_services_reach_the_gateway_token_endpoint_through_its_service(build: str, proc: Process) -> None:
+    objs = rendered(build)
+    env = effective_env(objs, process_container(objs, proc))
+    if proc is GATEWAY:
+        assert "REGISTRY_GATEWAY_URL" not in env, "the gateway does not call its own token endpoint"
+        return
+    url = env["REGISTRY_GATEWAY_URL"]
+    assert url == GATEWAY_URL
+    match = re.fullmatch(r"http://([a-z0-9-]+):(\d+)", url)
+    assert match, url
+    service = one(objs, "Service", match.group(1))
+    assert int(match.group(2)) in [port["port"] for port in service["spec"]["ports"]]
+    gateway = one(objs, "Deployment", "gateway")
+    assert selector_matches(
+        {"matchLabels": service["spec"]["selector"]}, pod_template(gateway)["metadata"]["labels"]
+    )
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -802,6 +880,79 @@ def test_service_accepts_only_gateway_services_and_monitoring(build: str, proc: 
             if _peer_kind(peer) == "registry-pods"
         )
         assert admitted, f"{other.k8s} cannot reach {proc.k8s}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the environment the manifests produce loads each process's settings
+
+
+def _fake_secret_values() -> dict[tuple[str, str], str]:
+    """Values an operator could put into the documented Secrets (long enough, not placeholders)."""
+    values = {
+        ("registry-database-urls", p.db_env): f"postgresql+asyncpg://{p.name}:pw@db:5432/registry_{p.name}"
+        for p in PROCESSES
+    }
+    values[("registry-gateway-secrets", "REGISTRY_BOOTSTRAP_CLIENT_ID")] = "secretariat-bootstrap"
+    values[("registry-gateway-secrets", "REGISTRY_BOOTSTRAP_CLIENT_SECRET")] = "Zq7" * 12
+    values[("registry-gateway-secrets", "REGISTRY_CLIENT_SECRET_KEY")] = "Hm4" * 16
+    values[(SERVICE_CLIENT_SECRET_REF["name"], SERVICE_CLIENT_SECRET_REF["key"])] = "Sv9" * 12
+    return values
+
+
+def _use_env(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name in list(os.environ):
+        if name.startswith("REGISTRY_"):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
+def test_process_settings_load_from_the_rendered_environment(
+    build: str, proc: Process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objs = rendered(build)
+    secrets = _fake_secret_values()
+    _use_env(monkeypatch, effective_env(objs, process_container(objs, proc), secrets))
+    package = "gateway" if proc is GATEWAY else f"services.{proc.name}"
+    settings = import_module(f"{package}.config").Settings()
+    assert settings.environment.value == config_data(objs, "registry-config")["REGISTRY_ENVIRONMENT"]
+    assert settings.port == proc.port
+    assert settings.resolved_database_url == secrets[("registry-database-urls", proc.db_env)]
+    assert settings.service_client_secret is not None
+    assert (
+        settings.service_client_secret.get_secret_value()
+        == secrets[("registry-service-client", SERVICE_CLIENT_SECRET)]
+    )
+    if proc is not GATEWAY:
+        assert settings.gateway_url == GATEWAY_URL
+        assert settings.jwks_url == JWKS_URL
+        assert settings.service_client_id == f"svc-{proc.name}"
+
+
+def test_production_gateway_refuses_to_start_without_the_service_client_secret(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    objs = rendered("prod")
+    env = effective_env(objs, process_container(objs, GATEWAY), _fake_secret_values())
+    del env[SERVICE_CLIENT_SECRET]
+    _use_env(monkeypatch, env)
+    with pytest.raises(ValueError, match=SERVICE_CLIENT_SECRET):
+        import_module("gateway.config").Settings()
+
+
+@pytest.mark.parametrize("build", BUILDS)
+@pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
+def test_migration_job_environment_resolves_its_database_url(
+    build: str, proc: Process, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    objs = rendered(build)
+    (container,) = containers(one(objs, "Job", f"migrate-{proc.k8s}"))
+    secrets = _fake_secret_values()
+    _use_env(monkeypatch, effective_env(objs, container, secrets))
+    url = import_module("scripts.processes").by_name(proc.name).database_url()
+    assert url == secrets[("registry-database-urls", proc.db_env)]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -964,8 +1115,12 @@ def test_compose_process_env_port_and_hardening(proc: Process) -> None:
     for other in SERVICES:
         assert env[f"REGISTRY_{other.name.upper()}_URL"] == f"http://{other.k8s}:{other.port}"
     assert ("REGISTRY_JWKS_URL" in env) is (proc.component == "service")
+    assert ("REGISTRY_GATEWAY_URL" in env) is (proc.component == "service")
     if proc.component == "service":
         assert env["REGISTRY_JWKS_URL"] == JWKS_URL
+        assert env["REGISTRY_GATEWAY_URL"] == GATEWAY_URL
+        gateway_env = compose_env(services["gateway"])
+        assert f"http://{GATEWAY.k8s}:{gateway_env[GATEWAY.port_env]}" == GATEWAY_URL
     for name in (proc.k8s, f"migrate-{proc.k8s}"):
         svc = services[name]
         assert str(svc["user"]).split(":")[0] == str(UID), name
@@ -1044,6 +1199,14 @@ def test_compose_gateway_signing_key_is_a_git_ignored_compose_secret() -> None:
 
 
 @pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
+def test_compose_gateway_and_services_share_the_service_client_secret(proc: Process) -> None:
+    value = compose_env(compose()["services"][proc.k8s])[SERVICE_CLIENT_SECRET]
+    assert re.fullmatch(r"\$\{REGISTRY_SERVICE_CLIENT_SECRET:-dev-only-placeholder-[\w-]+\}", value), value
+    # the same secret everywhere, or the services' tokens are refused
+    assert value == compose_env(compose()["services"]["gateway"])[SERVICE_CLIENT_SECRET]
+
+
+@pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
 def test_compose_migration_job_receives_only_its_own_database_url_secret(proc: Process) -> None:
     migrate = compose()["services"][f"migrate-{proc.k8s}"]
     assert "secrets" not in migrate, "a migration needs no compose secret (no signing key)"
@@ -1051,6 +1214,7 @@ def test_compose_migration_job_receives_only_its_own_database_url_secret(proc: P
     assert not [v for v in migrate.get("volumes", []) if "secret" in str(v)]
     secretish = [key for key in compose_env(migrate) if SECRETISH.search(key)]
     assert secretish == [proc.db_env], f"migrate-{proc.k8s}: {secretish}"
+    assert "REGISTRY_GATEWAY_URL" not in compose_env(migrate)
 
 
 # ---------------------------------------------------------------------------------------------------------
