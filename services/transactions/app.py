@@ -1,24 +1,67 @@
 """The transactions app: `create_app(settings)`."""
 
+import asyncio
+import contextlib
+from datetime import timedelta
 from typing import Any
 
+import structlog
 from fastapi import FastAPI
 
 from kit.app import create_app as create_service_app
+from kit.idempotency import IdempotencyStore
 from services.transactions.config import Settings
-from services.transactions.models import metadata
-from services.transactions.router import router
+from services.transactions.journal import JournalSealer
+from services.transactions.models import idempotency_keys, metadata
+from services.transactions.router import internal_router, router
+from services.transactions.service import Ledgers
 
 __all__ = ["create_app"]
 
+log = structlog.get_logger(__name__)
+
+
+async def _sweep(ledgers: Ledgers, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await ledgers.expire_pending()
+        except Exception:  # the sweeper must outlive a transient failure
+            log.exception("approval_sweep_failed")
+
 
 def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
-    """The service; `overrides` (database, token_verifier) are for tests."""
-    return create_service_app(
-        settings or Settings(),
+    """The service; `overrides` (database, token_verifier, peer_transports) are for tests."""
+    settings = settings or Settings()
+
+    async def start(app: FastAPI) -> None:
+        app.state.sealer.start()
+        app.state.sweeper = asyncio.create_task(_sweep(app.state.ledgers, settings.approval_sweep_seconds))
+
+    async def stop(app: FastAPI) -> None:
+        app.state.sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await app.state.sweeper
+        await app.state.sealer.stop()
+
+    app = create_service_app(
+        settings,
         title="Article 6.2 registry: Transactions",
         description="The ITMO ledger: blocks, transactions, checks, approvals, journal, holdings.",
-        routers=[router],
+        routers=[router, internal_router],
         outbox_metadata=metadata,
+        on_startup=[start],
+        on_shutdown=[stop],
         **overrides,
     )
+    db = app.state.db
+    app.state.sealer = JournalSealer(db)
+    app.state.ledgers = Ledgers(
+        db,
+        app.state.peers,
+        app.state.outbox,
+        IdempotencyStore(db, idempotency_keys),
+        app.state.sealer,
+        approval_timeout=timedelta(seconds=settings.approval_timeout_seconds),
+    )
+    return app

@@ -1,5 +1,7 @@
 """Settings of the transactions service (`REGISTRY_*`, `REGISTRY_TRANSACTIONS_*`)."""
 
+from pydantic import Field
+
 from kit.config import ServiceSettings
 
 __all__ = ["Settings"]
@@ -8,3 +10,9 @@ __all__ = ["Settings"]
 class Settings(ServiceSettings):
     service_name = "transactions"
     port: int = 8102
+    approval_timeout_seconds: float = Field(
+        default=72 * 3600, gt=0, description="A transaction awaiting approval longer than this is terminated"
+    )
+    approval_sweep_seconds: float = Field(
+        default=60.0, gt=0, description="How often expired approvals are swept"
+    )
