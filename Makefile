@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite lint format schemas bench clean
+.PHONY: install run test test-sqlite lint format schemas bench bench-ledger clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ schemas: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.gateway
+
+# The ledger on PostgreSQL (REGISTRY_TEST_POSTGRES_URL or postgres@127.0.0.1:5432): about 3 minutes.
+bench-ledger: $(STAMP)
+	$(PY) -m bench.ledger
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

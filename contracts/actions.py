@@ -273,5 +273,8 @@ class MOState(StrEnum):
 
     PENDING_AUTHORIZATION = "pending_authorization"
     AUTHORIZED = "authorized"
+    #: Held by a first transfer in progress (the ARS side of the saga, DESIGN §5); ends first_transferred,
+    #: or authorized again when the IR refuses.
+    RESERVED = "reserved"
     FIRST_TRANSFERRED = "first_transferred"
     CANCELLED = "cancelled"

@@ -32,6 +32,7 @@ __all__ = [
     "Block",
     "BlockRange",
     "CheckDefinition",
+    "CorrectionCreate",
     "FirstTransferBlock",
     "FirstTransferCreate",
     "FirstTransferUse",
@@ -203,6 +204,20 @@ class Transaction(BaseModel):
     created_at: datetime
     completed_at: datetime | None
     checks: list[CheckResult] = Field(default_factory=list)
+    corrects: str | None = Field(
+        default=None, description="`correction` only: the transaction it reverses (domain A16)"
+    )
+
+
+class CorrectionCreate(_Strict):
+    """Body of `POST /v1/admin/corrections` (secretariat_admin; a second one approves, domain A16).
+
+    Reverses a completed transfer with a compensating `correction` transaction: the units go back from the
+    account the transfer put them in to the account they came from. The transfer itself is never edited.
+    """
+
+    transaction_id: Annotated[str, StringConstraints(min_length=1, max_length=40)]
+    reason: _Note = Field(description="The documented request behind the correction (audit record)")
 
 
 class TransactionValidation(BaseModel):
@@ -370,3 +385,6 @@ class TransactionCompleted(BaseModel):
     purpose: str | None = None
     using_entity_id: str | None = None
     blocks: list[Block] = Field(description="The moved ranges with every invariant, as they arrived")
+    corrects: str | None = Field(
+        default=None, description="`correction` only: the transaction it reverses (no AEF action of its own)"
+    )

@@ -133,6 +133,7 @@ ROUTES: tuple[Route, ...] = (
     Route("transactions", "/v1/units/*", READ),
     Route("transactions", "/v1/checks/**", READ, public=True),
     Route("transactions", "/v1/admin/invariants", READ),
+    Route("transactions", "/v1/admin/corrections/**", READ | POST),
     Route("transactions", "/v1/interregistry/version", READ, public=True),
     Route("transactions", "/v1/interregistry/jwks.json", READ, public=True),
     Route("transactions", "/v1/interregistry/codes", READ, public=True),

@@ -109,15 +109,26 @@ class Suite:
         """Start every process, gateway first; SuiteFailed if one dies or is not ready in time."""
         for group in (PROCESSES[:1], SERVICES):
             for process in group:
-                # A session of their own: only the launcher gets the terminal's Ctrl-C, and stops them in order.
-                self.children[process.name] = subprocess.Popen(
-                    [sys.executable, "-m", process.module],
-                    env=self.env,
-                    start_new_session=True,
-                    stdout=self.stdout,
-                    stderr=self.stderr,
-                )
+                self._spawn(process)
             self._wait_ready({p.name: port_of(p, self.env) for p in group}, interrupted)
+
+    def _spawn(self, process: Process) -> None:
+        # A session of their own: only the launcher gets the terminal's Ctrl-C, and stops them in order.
+        self.children[process.name] = subprocess.Popen(
+            [sys.executable, "-m", process.module],
+            env=self.env,
+            start_new_session=True,
+            stdout=self.stdout,
+            stderr=self.stderr,
+        )
+
+    def restart(self, name: str) -> None:
+        """Start an exited child again with the same environment (same port) and wait until it is ready."""
+        if self.children[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        process = next(p for p in PROCESSES if p.name == name)
+        self._spawn(process)
+        self._wait_ready({name: port_of(process, self.env)}, lambda: False)
 
     def _wait_ready(self, ports: dict[str, int], interrupted: Callable[[], bool]) -> None:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS

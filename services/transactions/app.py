@@ -60,7 +60,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         db,
         app.state.peers,
         app.state.outbox,
-        IdempotencyStore(db, idempotency_keys),
+        IdempotencyStore(db, idempotency_keys, lease_seconds=settings.idempotency_lease_seconds),
         app.state.sealer,
         approval_timeout=timedelta(seconds=settings.approval_timeout_seconds),
     )

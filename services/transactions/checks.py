@@ -18,15 +18,18 @@ from services.transactions.domain import BlockRow, SerialRange
 
 __all__ = [
     "CATALOGUE",
+    "CORRECTION",
     "DESTINATION_ACCOUNT_TYPE",
     "FIRST_TRANSFER",
     "CheckContext",
     "Failures",
     "evaluate",
+    "evaluate_correction",
     "evaluate_first_transfer",
 ]
 
 FIRST_TRANSFER = "first_transfer"
+CORRECTION = "correction"
 _MOVES = [t.value for t in TransactionType]
 _TRANSFER = [TransactionType.TRANSFER.value]
 _ALL = [*_MOVES, FIRST_TRANSFER]
@@ -111,7 +114,27 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         "The destination fits the first transfer definition (NDC: another Party; OIMP: own)",
         [FIRST_TRANSFER],
     ),
-    _check("F02", "No frozen serial (inter-registry reconciliation)", _ALL, "IRX 4006"),
+    _check("F02", "No frozen serial (inter-registry reconciliation)", [*_ALL, CORRECTION], "IRX 4006"),
+    _check("C01", "A correction reverses a completed transfer", [CORRECTION], "domain A16"),
+    _check("C02", "The transaction has no other correction pending or completed", [CORRECTION], "domain A16"),
+    _check(
+        "C03",
+        "The units are still held, unreserved, in the account the transaction put them in",
+        [CORRECTION],
+        "domain A16",
+    ),
+    _check(
+        "C04",
+        "The account the units return to exists and neither it nor its Party section is closed",
+        [CORRECTION],
+        "domain A16",
+    ),
+    _check(
+        "C05",
+        "Dual control: approved by another Secretariat administrator than the one who proposed it",
+        [CORRECTION],
+        "domain A16",
+    ),
 )
 
 _TITLES = {check.code: check.title for check in CATALOGUE}
@@ -332,4 +355,45 @@ def evaluate_first_transfer(
             missing = sorted({party, destination.party} - ca_participants.get(ca_id, frozenset()))
             if missing:
                 failed.add("T07", f"{', '.join(missing)} not participating in {ca_id}")
+    return failed.results()
+
+
+def evaluate_correction(
+    *,
+    original_type: str,
+    original_status: str,
+    other_correction: str | None,
+    taken: Sequence[BlockRow] | None,
+    shortfall: str | None,
+    back_to: AccountLookup | None,
+    back_to_id: str | None,
+    proposer_approves: bool = False,
+) -> list[CheckResult]:
+    """The failed checks of a correction (domain A16) reversing a transfer; `taken` None: units not there.
+
+    At proposal `taken` is what would be reserved; at approval, what is reserved, and `proposer_approves`
+    says whether the approving administrator is the one who proposed it (C05).
+    """
+    failed = Failures()
+    if proposer_approves:
+        failed.add("C05", "the administrator who proposed the correction cannot approve it")
+    if original_type != TransactionType.TRANSFER.value or original_status != "completed":
+        failed.add("C01", f"the transaction is a {original_status} {original_type}")
+        return failed.results()
+    if other_correction is not None:
+        failed.add("C02", f"{other_correction} already corrects it")
+    if taken is None:
+        failed.add("C03", shortfall)
+    else:
+        for block in taken:
+            if block.frozen_by is not None:
+                failed.add(
+                    "F02", f"serials {block.first_serial}-{block.last_serial} of {block.ca_id} are frozen"
+                )
+    if (
+        back_to is None
+        or back_to.status is AccountStatus.CLOSED
+        or back_to.section_status is SectionStatus.CLOSED
+    ):
+        failed.add("C04", f"{back_to_id} does not exist or is closed")
     return failed.results()

@@ -16,3 +16,9 @@ class Settings(ServiceSettings):
     approval_sweep_seconds: float = Field(
         default=60.0, gt=0, description="How often expired approvals are swept"
     )
+    idempotency_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long an Idempotency-Key stays claimed by an attempt that never answered (a crash)"
+        " before a retry may take it over",
+    )

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 
 from contracts.transactions import InvariantReport, InvariantViolation
-from services.transactions.journal import JournalSealer, verify_chain
+from services.transactions.journal import ChainVerifier, JournalSealer, sealed_entries
 from services.transactions.models import blocks, issued_ranges, journal, transactions
 
 __all__ = ["check_invariants"]
@@ -43,7 +43,41 @@ def _overlaps(ranges: list[tuple[int, int, Any]]) -> list[tuple[Any, Any]]:
     return found
 
 
+class _JournalPass:
+    """I3 and I5 over journal entries fed one at a time (the journal is streamed, never loaded whole)."""
+
+    def __init__(self, add: Any) -> None:
+        self.add = add
+        # Net units per place (state, account) each transaction changed: what arrived is the positive part.
+        self.deltas: dict[str, dict[tuple[Any, Any], int]] = defaultdict(lambda: defaultdict(int))
+        self.journaled: set[str] = set()
+
+    def feed(self, transaction_id: str, entry_type: str, payload: Any) -> None:
+        self.journaled.add(transaction_id)
+        before, after = payload.get("block_before"), payload.get("block_after")
+        # I3: an entry never takes a terminal unit anywhere else (a terminal block deleted by a merge into a
+        # neighbour of the same terminal state is fine: the neighbour's entry shows the growth).
+        terminal = before is not None and before.get("state") in _TERMINAL and after is not None
+        if terminal and any(before.get(k) != after.get(k) for k in ("state", "account_id", "party")):
+            self.add(
+                "I3", f"{transaction_id} ({entry_type}) moved terminal units of block {before.get('id')}"
+            )
+        if entry_type in ("reserve", "release"):
+            return
+        for snapshot, sign in ((before, -1), (after, 1)):
+            if snapshot is not None:
+                place = (snapshot["state"], snapshot["account_id"])
+                self.deltas[transaction_id][place] += sign * (
+                    snapshot["last_serial"] - snapshot["first_serial"] + 1
+                )
+
+    def arrived(self, transaction_id: str) -> int:
+        return sum(d for d in self.deltas.get(transaction_id, {}).values() if d > 0)
+
+
 async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
+    """Seal the journal, then check I1–I6 on one snapshot of the ledger (REPEATABLE READ on PostgreSQL;
+    SQLite's read transaction is a snapshot already), so traffic meanwhile cannot look like a violation."""
     await sealer.seal()
     violations: list[InvariantViolation] = []
 
@@ -51,9 +85,13 @@ async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
         if sum(1 for v in violations if v.invariant == invariant) < _MAX_REPORTED:
             violations.append(InvariantViolation(invariant=invariant, message=message, details=details))
 
+    entries = _JournalPass(add)
     async with db.read() as session:
+        connection = await session.connection()
+        if connection.dialect.name == "postgresql":
+            await connection.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         block_rows = (
-            await session.execute(
+            await connection.execute(
                 select(
                     blocks.c.id,
                     blocks.c.ca_id,
@@ -67,7 +105,7 @@ async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
             )
         ).all()
         issued = (
-            await session.execute(
+            await connection.execute(
                 select(
                     issued_ranges.c.ca_id,
                     issued_ranges.c.origin_registry_id,
@@ -79,7 +117,7 @@ async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
             )
         ).all()
         tx_rows = (
-            await session.execute(
+            await connection.execute(
                 select(
                     transactions.c.transaction_id,
                     transactions.c.status,
@@ -89,14 +127,21 @@ async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
                 )
             )
         ).all()
-        entries = (
-            await session.execute(
-                select(journal.c.transaction_id, journal.c.entry_type, journal.c.payload).order_by(
-                    journal.c.seq
-                )
-            )
-        ).all()
-        count, chain_problems = await verify_chain(await session.connection())
+        # One streaming pass over the sealed journal for I6, I3 and I5; then the entries committed since
+        # the seal (still unsealed in this snapshot) for I3 and I5.
+        chain = ChainVerifier()
+        async for rows in sealed_entries(connection, journal.c.transaction_id, journal.c.entry_type):
+            for seq, payload, prev_hash, digest, transaction_id, entry_type in rows:
+                chain.feed(seq, payload, prev_hash, digest)
+                entries.feed(transaction_id, entry_type, payload)
+        unsealed = await connection.execute(
+            select(journal.c.transaction_id, journal.c.entry_type, journal.c.payload)
+            .where(journal.c.seq.is_(None))
+            .order_by(journal.c.id)
+        )
+        for transaction_id, entry_type, payload in unsealed:
+            entries.feed(transaction_id, entry_type, payload)
+        count, chain_problems = await chain.finish(connection)
 
     # I1
     series: dict[tuple[str, str], list[tuple[int, int, Any]]] = defaultdict(list)
@@ -126,57 +171,32 @@ async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
             )
         for a, b in _overlaps(issued_series.get(key, [])):
             add("I4", f"{key[0]}-{key[1]}: serials first transferred twice ({a[2]} and {b[2]})")
+    party_of: dict[tuple[str, str], str] = {}
     for row in issued:
         if row.origin_registry_id[:3] != row.first_transferring_party:
             add(
                 "I4",
                 f"{row.transaction_id}: first transfer by {row.first_transferring_party} from {row.origin_registry_id}",
             )
+        party_of.setdefault((row.ca_id, row.origin_registry_id), row.first_transferring_party)
     for row in block_rows:
-        party_of = {(r.ca_id, r.origin_registry_id): r.first_transferring_party for r in issued}
         expected = party_of.get((row.ca_id, row.origin_registry_id))
         if expected is not None and expected != row.first_transferring_party:
             add(
                 "I4",
                 f"block {row.id} names first transferring Party {row.first_transferring_party}, issued by {expected}",
             )
-            break
-
-    # I3: an entry never takes a terminal unit anywhere else
-    for transaction_id, entry_type, payload in entries:
-        before, after = payload.get("block_before"), payload.get("block_after")
-        if before is None or before.get("state") not in _TERMINAL:
-            continue
-        if after is None:
-            continue  # merged into a neighbour of the same terminal state (its entry shows the growth)
-        moved = any(before.get(k) != after.get(k) for k in ("state", "account_id", "party"))
-        if moved:
-            add("I3", f"{transaction_id} ({entry_type}) moved terminal units of block {before.get('id')}")
 
     # I5
-    # Net units per place (state, account) each transaction changed: what arrived is the positive part.
-    deltas: dict[str, dict[tuple[Any, Any], int]] = defaultdict(lambda: defaultdict(int))
-    journaled: set[str] = set()
-    for transaction_id, entry_type, payload in entries:
-        journaled.add(transaction_id)
-        if entry_type in ("reserve", "release"):
-            continue
-        for snapshot, sign in ((payload.get("block_before"), -1), (payload.get("block_after"), 1)):
-            if snapshot is not None:
-                place = (snapshot["state"], snapshot["account_id"])
-                deltas[transaction_id][place] += sign * (
-                    snapshot["last_serial"] - snapshot["first_serial"] + 1
-                )
-    moved_by_tx = {tx: sum(d for d in places.values() if d > 0) for tx, places in deltas.items()}
     pending: set[str] = set()
     for tx in tx_rows:
-        if tx.status == "completed" and tx.transaction_id in journaled and tx.type != "correction":
-            arrived = moved_by_tx.get(tx.transaction_id, 0)
+        if tx.status == "completed" and tx.transaction_id in entries.journaled:
+            arrived = entries.arrived(tx.transaction_id)
             if arrived != tx.quantity:
                 add("I5", f"{tx.transaction_id}: completed for {tx.quantity} but {arrived} units arrived")
         elif tx.status == "completed":
             add("I5", f"{tx.transaction_id}: completed without journal entries")
-        elif tx.status == "rejected" and tx.transaction_id in journaled:
+        elif tx.status == "rejected" and tx.transaction_id in entries.journaled:
             add("I5", f"{tx.transaction_id}: rejected but journaled changes")
         if tx.status == "awaiting_approval":
             pending.add(tx.transaction_id)

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,7 +24,16 @@ from kit.db import Database
 from services.transactions.domain import BlockRow, Change
 from services.transactions.models import journal, journal_head
 
-__all__ = ["GENESIS", "JournalSealer", "append", "canonical", "entry_hash", "verify_chain"]
+__all__ = [
+    "GENESIS",
+    "ChainVerifier",
+    "JournalSealer",
+    "append",
+    "canonical",
+    "entry_hash",
+    "sealed_entries",
+    "verify_chain",
+]
 
 log = structlog.get_logger(__name__)
 GENESIS = "0" * 64
@@ -181,37 +190,57 @@ class JournalSealer:
             self._task = None
 
 
-async def verify_chain(connection: Any) -> tuple[int, list[str]]:
-    """Walk the sealed chain in seq order; (entries checked, problems found). Streams in batches."""
-    problems: list[str] = []
-    expected_prev = GENESIS
-    expected_seq = 0
+class ChainVerifier:
+    """Checks the sealed chain entry by entry, fed in seq order (one streaming pass, any batch size)."""
+
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+        self.count = 0
+        self._prev = GENESIS
+
+    def feed(self, seq: int, payload: Any, prev_hash: str | None, digest: str | None) -> None:
+        self.count += 1
+        if seq != self.count:
+            self.problems.append(f"seq {seq} follows {self.count - 1}: entries missing")
+            self.count = seq
+        if prev_hash != self._prev:
+            self.problems.append(f"entry {seq}: prev_hash does not match the previous entry's hash")
+        if entry_hash(prev_hash or "", seq, payload) != digest:
+            self.problems.append(f"entry {seq}: hash does not match its content")
+        self._prev = digest or ""
+
+    async def finish(self, connection: Any) -> tuple[int, list[str]]:
+        """Compare with `journal_head`; (entries checked, problems found)."""
+        head = (await connection.execute(select(journal_head.c.last_seq, journal_head.c.last_hash))).first()
+        if head is not None and (head[0] != self.count or (self.count and head[1] != self._prev)):
+            self.problems.append(f"journal head says {head[0]} but the chain ends at {self.count}")
+        return self.count, self.problems
+
+
+async def sealed_entries(connection: Any, *columns: Any) -> AsyncIterator[list[Any]]:
+    """Batches of sealed entries `(seq, payload, prev_hash, hash, *columns)` in seq order."""
     after = 0
     while True:
         rows = (
             await connection.execute(
-                select(journal.c.seq, journal.c.payload, journal.c.prev_hash, journal.c.hash)
+                select(journal.c.seq, journal.c.payload, journal.c.prev_hash, journal.c.hash, *columns)
                 .where(journal.c.seq > after)
                 .order_by(journal.c.seq)
                 .limit(_BATCH)
             )
         ).all()
         if not rows:
-            break
-        for seq, payload, prev_hash, digest in rows:
-            expected_seq += 1
-            if seq != expected_seq:
-                problems.append(f"seq {seq} follows {expected_seq - 1}: entries missing")
-                expected_seq = seq
-            if prev_hash != expected_prev:
-                problems.append(f"entry {seq}: prev_hash does not match the previous entry's hash")
-            if entry_hash(prev_hash or "", seq, payload) != digest:
-                problems.append(f"entry {seq}: hash does not match its content")
-            expected_prev = digest
-            if len(problems) > 100:
-                return expected_seq, problems
+            return
+        yield rows
         after = rows[-1][0]
-    head = (await connection.execute(select(journal_head.c.last_seq, journal_head.c.last_hash))).first()
-    if head is not None and (head[0] != expected_seq or (expected_seq and head[1] != expected_prev)):
-        problems.append(f"journal head says {head[0]} but the chain ends at {expected_seq}")
-    return expected_seq, problems
+
+
+async def verify_chain(connection: Any) -> tuple[int, list[str]]:
+    """Walk the sealed chain in seq order; (entries checked, problems found). Streams in batches."""
+    verifier = ChainVerifier()
+    async for rows in sealed_entries(connection):
+        for seq, payload, prev_hash, digest in rows:
+            verifier.feed(seq, payload, prev_hash, digest)
+            if len(verifier.problems) > 100:
+                return verifier.count, verifier.problems
+    return await verifier.finish(connection)

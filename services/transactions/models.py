@@ -8,6 +8,8 @@ the PostgreSQL-only exclusion constraint on `blocks` (I1), which Alembic's compa
 (DESIGN §4, INTERREGISTRY §1/§5/§8). History lives in `journal`. Serials and quantities are 64-bit.
 """
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -21,6 +23,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    func,
+    literal_column,
 )
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
@@ -36,6 +40,7 @@ __all__ = [
     "issued_ranges",
     "journal",
     "journal_head",
+    "journal_range",
     "metadata",
     "outbox",
     "outbox_relay",
@@ -165,11 +170,13 @@ transactions = Table(
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("completed_at", DateTime(timezone=True), nullable=True),
     Column("expires_at", DateTime(timezone=True), nullable=True, comment="awaiting_approval deadline"),
+    Column("corrects", String(40), nullable=True, comment="correction: the transaction it reverses"),
     Index("ix_transactions_from_account", "from_account", "transaction_id"),
     Index("ix_transactions_to_account", "to_account", "transaction_id"),
     Index("ix_transactions_from_party", "from_party", "transaction_id"),
     Index("ix_transactions_to_party", "to_party", "transaction_id"),
     Index("ix_transactions_status_expiry", "status", "expires_at"),
+    Index("ix_transactions_corrects", "corrects"),
 )
 
 #: The hash-chained journal (DESIGN §4). Rows are written unsealed (`seq`, hashes NULL) in the moving
@@ -192,6 +199,21 @@ journal = Table(
     Index("ix_journal_transaction", "transaction_id"),
     Index("ix_journal_unsealed", "id", postgresql_where="seq IS NULL", sqlite_where="seq IS NULL"),
 )
+
+
+def journal_range() -> Any:
+    """`int8range(first_serial, last_serial, '[]')` exactly as the PostgreSQL index spells it."""
+    return func.int8range(journal.c.first_serial, journal.c.last_serial, literal_column("'[]'"))
+
+
+# PostgreSQL only (migration 0004): a unit's history by range containment (`@>`), not a scan of its series.
+Index(
+    "ix_journal_range",
+    journal.c.ca_id,
+    journal.c.origin_registry_id,
+    journal_range(),
+    postgresql_using="gist",
+).ddl_if(dialect="postgresql")
 
 journal_head = Table(
     "journal_head",

@@ -13,6 +13,7 @@ from contracts.roles import Role
 from contracts.transactions import (
     AccountBalance,
     CheckDefinition,
+    CorrectionCreate,
     FirstTransferCreate,
     Holdings,
     InvariantReport,
@@ -27,6 +28,7 @@ from kit.db import Database
 from kit.idempotency import REPLAY_HEADER, IdempotencyKeyHeader
 from kit.pagination import CursorQuery, LimitQuery
 from services.transactions import checks, repository
+from services.transactions.checks import CORRECTION
 from services.transactions.invariants import check_invariants
 from services.transactions.service import Answer, Ledgers
 
@@ -195,6 +197,79 @@ async def check_catalogue() -> Page[CheckDefinition]:
 async def invariants(request: Request) -> InvariantReport:
     """DESIGN §4 I1–I6 over the whole ledger, with every violation found."""
     return await check_invariants(_db(request), request.app.state.sealer)
+
+
+# ---- corrections (domain A16): compensating transactions under dual control -----------------------------
+
+
+@router.post(
+    "/v1/admin/corrections",
+    response_model=Transaction,
+    status_code=201,
+    responses=_PROBLEMS,
+    tags=["operations"],
+)
+async def propose_correction(
+    request: Request,
+    body: CorrectionCreate,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """A Secretariat administrator proposes to reverse a completed transfer whose units are still held
+    where it put them: a `correction` transaction, `awaiting_approval`, reserving those units. The transfer
+    itself is never edited. A failed check (C01–C04, F02) answers 422 and reserves nothing."""
+    return _answer(await _ledgers(request).propose_correction(principal, body, idempotency_key))
+
+
+@router.post(
+    "/v1/admin/corrections/{transaction_id}/approve",
+    response_model=Transaction,
+    responses=_PROBLEMS,
+    tags=["operations"],
+)
+async def approve_correction(
+    request: Request,
+    transaction_id: str,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Dual control: another Secretariat administrator than the proposer completes the correction; the
+    units go back to the account they came from (journal, `transaction.completed` event with `corrects`)."""
+    return _answer(await _ledgers(request).approve_correction(principal, transaction_id, idempotency_key))
+
+
+@router.post(
+    "/v1/admin/corrections/{transaction_id}/cancel",
+    response_model=Transaction,
+    responses=_PROBLEMS,
+    tags=["operations"],
+)
+async def cancel_correction(
+    request: Request, transaction_id: str, principal: CurrentPrincipal
+) -> Transaction:
+    """Withdraw a pending correction: its units are released where they are."""
+    return await _ledgers(request).cancel_correction(principal, transaction_id)
+
+
+@router.get(
+    "/v1/admin/corrections",
+    response_model=Page[Transaction],
+    responses=_PROBLEMS,
+    tags=["operations"],
+    dependencies=[require_roles(Role.SECRETARIAT_ADMIN)],
+)
+async def list_corrections(
+    request: Request,
+    principal: CurrentPrincipal,
+    status: TransactionStatus | None = None,
+    limit: LimitQuery = 50,
+    cursor: CursorQuery = None,
+) -> Page[Transaction]:
+    """Corrections, oldest first (e.g. `?status=awaiting_approval`: those waiting for a second administrator)."""
+    items, next_cursor = await _ledgers(request).list(
+        principal, account=None, status=status, limit=limit, cursor=cursor, kind=CORRECTION
+    )
+    return Page[Transaction](items=items, next_cursor=next_cursor)
 
 
 # ---- internal -----------------------------------------------------------------------------------------------

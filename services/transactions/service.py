@@ -11,6 +11,7 @@ Order inside a unit-moving use case (DESIGN §4, kit/service_client.py, kit/idem
 Unexpected errors release the claim so a retry may run again.
 """
 
+import asyncio
 import os
 import time
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from typing import Any
 import httpx
 import structlog
 from fastapi.encoders import jsonable_encoder
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import BigInteger, and_, func, insert, literal, or_, select, update
 
 from contracts.accounts import AccountType
 from contracts.actions import (
@@ -37,6 +38,7 @@ from contracts.problems import CheckResult, problem_type
 from contracts.roles import Role
 from contracts.transactions import (
     AefAction,
+    CorrectionCreate,
     FirstTransferCreate,
     Holdings,
     Transaction,
@@ -151,6 +153,11 @@ class Directory:
         accounts = [AccountLookup.model_validate(item) for item in response.json()]
         open_ones = sorted((a for a in accounts if a.status.value == "open"), key=lambda a: a.account_id)
         return open_ones[0] if open_ones else None
+
+    def cached_participants(self) -> dict[str, frozenset[str]]:
+        """Every CA's participants the cache holds and still trusts (no I/O)."""
+        now = time.monotonic()
+        return {ca: parts for ca, (at, parts) in self._cas.items() if now - at < _CA_CACHE_SECONDS}
 
     async def participants(self, ca_ids: set[str]) -> dict[str, frozenset[str]]:
         """Participants per CA (cached for a few seconds; an unknown CA has none)."""
@@ -337,6 +344,7 @@ def transaction_from_row(row: Any) -> Transaction:
         created_at=_utc(row["created_at"]),
         completed_at=_utc(row["completed_at"]),
         checks=row["checks"],
+        corrects=row.get("corrects"),
     )
 
 
@@ -454,42 +462,42 @@ class Ledgers:
         kind = body.type
         ranges, ranges_valid = _ranges(body)
         source = destination = section = None
-        # Party isolation: nothing about another Party's account is looked up or said.
+        # Party isolation: nothing about another Party's account is looked up or said. The lookups run
+        # side by side; what they found beside a source that is not the caller's is dropped unread.
         if _registry_party(body.from_account) == party:
-            source = await self.directory.account(body.from_account)
-            if source is not None and source.party != party:
-                source = None
-        if source is not None:
+
+            async def nothing() -> None:
+                return None
+
             if kind is TransactionType.TRANSFER:
-                if (
-                    body.to_account
-                    and body.to_account != body.from_account
-                    and _registry_party(body.to_account)
-                ):
-                    destination = await self.directory.account(body.to_account)
-            elif body.to_account is None:
-                destination = await self.directory.account_of_type(
-                    party, catalogue.DESTINATION_ACCOUNT_TYPE[kind]
+                wanted = body.to_account
+                arrival = (
+                    self.directory.account(wanted)
+                    if wanted and wanted != body.from_account and _registry_party(wanted)
+                    else nothing()
                 )
-            if kind is TransactionType.USE_NDC:
-                section = await self.directory.section(party)
+            elif body.to_account is None:
+                arrival = self.directory.account_of_type(party, catalogue.DESTINATION_ACCOUNT_TYPE[kind])
+            else:
+                arrival = nothing()
+            section_read = self.directory.section(party) if kind is TransactionType.USE_NDC else nothing()
+            source, destination, section = await asyncio.gather(
+                self.directory.account(body.from_account), arrival, section_read
+            )
+            if source is None or source.party != party:
+                source = destination = section = None
         participants: dict[str, frozenset[str]] = {}
         prepared = _Prepared(
             body, kind, party, ranges, ranges_valid, source, destination, section, participants
         )
         if prepared.cross_party:
-            cas = {r.ca_id for r in ranges} if ranges else await self._held_cas(body.from_account)
-            prepared.participants.update(await self.directory.participants(cas))
+            if ranges:
+                prepared.participants.update(await self.directory.participants({r.ca_id for r in ranges}))
+            else:
+                # Which CAs a quantity takes is known only once the units are locked: start from the CAs
+                # the cache knows; one it does not makes the write transaction roll back, read it and retry.
+                prepared.participants.update(self.directory.cached_participants())
         return prepared
-
-    async def _held_cas(self, account_id: str) -> set[str]:
-        async with self.db.read() as session:
-            rows = await session.execute(
-                select(blocks.c.ca_id)
-                .where(blocks.c.account_id == account_id, blocks.c.state == "held")
-                .distinct()
-            )
-            return {row[0] for row in rows}
 
     async def _select(
         self, ledger: Ledger, prepared: _Prepared
@@ -691,6 +699,7 @@ class Ledgers:
             purpose=row["purpose"],
             using_entity_id=row["using_entity_id"],
             blocks=transaction.blocks,
+            corrects=row.get("corrects"),
         )
         await self.outbox.publish(
             connection, "transaction.completed", jsonable_encoder(event), party=row["from_party"]
@@ -705,6 +714,8 @@ class Ledgers:
         row = (await connection.execute(query)).mappings().one_or_none()
         if row is None or (party is not None and row["from_party"] != party):
             raise NotFound(f"No transaction {transaction_id} of your Party.")
+        if party is not None and row["type"] == catalogue.CORRECTION:
+            raise Forbidden("A correction is approved or withdrawn by Secretariat administrators only.")
         return dict(row)
 
     async def approve(self, principal: Principal, transaction_id: str, key: str | None) -> Answer:
@@ -725,6 +736,8 @@ class Ledgers:
                 )
             if row is None or row["from_party"] != principal.party:
                 raise NotFound(f"No transaction {transaction_id} of your Party.")
+            if row["type"] == catalogue.CORRECTION:
+                raise Forbidden("A correction is approved by a second Secretariat administrator.")
             destination = await self._destination_of(row)
             source = await self.directory.account(row["from_account"])
             now = datetime.now(UTC)
@@ -1102,6 +1115,221 @@ class Ledgers:
             seen.extend(SerialRange(*r) for r in found)
         return seen
 
+    # ---- corrections (domain A16) ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _require_secretariat(principal: Principal) -> None:
+        if principal.party is not None or not principal.has(Role.SECRETARIAT_ADMIN):
+            raise Forbidden("Corrections are proposed and approved by Secretariat administrators.")
+
+    async def _transaction_row(self, transaction_id: str) -> dict[str, Any] | None:
+        async with self.db.read() as session:
+            row = (
+                (
+                    await session.execute(
+                        select(transactions).where(transactions.c.transaction_id == transaction_id)
+                    )
+                )
+                .mappings()
+                .one_or_none()
+            )
+        return dict(row) if row is not None else None
+
+    async def propose_correction(
+        self, principal: Principal, body: CorrectionCreate, key: str | None
+    ) -> Answer:
+        """`POST /v1/admin/corrections`: reserve the units a completed transfer moved, where they still are,
+        in a `correction` awaiting a second Secretariat administrator (dual control)."""
+        self._require_secretariat(principal)
+        path = "/v1/admin/corrections"
+        claim = await self._claim(principal, key, path, body.model_dump(mode="json"))
+
+        async def work(claim: Claim) -> Answer:
+            original = await self._transaction_row(body.transaction_id)
+            if original is None:
+                raise NotFound(f"No transaction {body.transaction_id}.")
+            is_transfer = original["type"] == TransactionType.TRANSFER.value
+            back_to = None
+            if is_transfer and original["from_account"]:
+                back_to = await self.directory.account(original["from_account"])
+            now = datetime.now(UTC)
+            correction_id = new_transaction_id()
+            base_row: dict[str, Any] = {
+                "type": catalogue.CORRECTION,
+                "party": None,
+                "from_account": original["to_account"],
+                "to_account": original["from_account"],
+                "from_party": original["to_party"],
+                "to_party": original["from_party"],
+                "from_registry_id": original["to_registry_id"],
+                "to_registry_id": original["from_registry_id"],
+                "quantity": original["quantity"],
+                "ndc_use_year": None,
+                "purpose": None,
+                "using_entity_id": None,
+                "note": body.reason,
+                "corrects": original["transaction_id"],
+                "initiated_by": principal.client_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            async with self.db.connect() as connection:
+                # Corrections of one transaction queue on its row (SQLite serialises writers anyway).
+                lock = select(transactions.c.status).where(
+                    transactions.c.transaction_id == original["transaction_id"]
+                )
+                if connection.dialect.name == "postgresql":
+                    lock = lock.with_for_update()
+                await connection.execute(lock)
+                other = (
+                    await connection.execute(
+                        select(transactions.c.transaction_id)
+                        .where(
+                            transactions.c.corrects == original["transaction_id"],
+                            transactions.c.status.in_(
+                                [TransactionStatus.AWAITING_APPROVAL.value, TransactionStatus.COMPLETED.value]
+                            ),
+                        )
+                        .limit(1)
+                    )
+                ).scalar_one_or_none()
+                ledger = Ledger(connection, now=now)
+                takes: list[Take] | None = None
+                shortfall = None
+                if is_transfer and original["status"] == TransactionStatus.COMPLETED.value:
+                    ranges = [
+                        SerialRange(b["ca_id"], b["origin_registry_id"], b["first"], b["last"])
+                        for b in original["blocks"]
+                    ]
+                    candidates, _ = await ledger.range_candidates(original["to_account"], ranges)
+                    try:
+                        takes = take_ranges(candidates, ranges)
+                    except RangesNotHeld as missing:
+                        shown = ", ".join(
+                            f"{r.ca_id}-{r.origin_registry_id} {r.first}-{r.last}"
+                            for r in missing.missing[:5]
+                        )
+                        shortfall = f"no longer held in {original['to_account']}: {shown}"
+                failed = catalogue.evaluate_correction(
+                    original_type=original["type"],
+                    original_status=original["status"],
+                    other_correction=other,
+                    taken=[t.block.piece(t.first, t.last) for t in takes] if takes is not None else None,
+                    shortfall=shortfall,
+                    back_to=back_to,
+                    back_to_id=original["from_account"],
+                )
+                if failed:
+                    return await self._record_rejection(
+                        connection, correction_id, base_row, failed, claim, path
+                    )
+                assert takes is not None
+                rest, moved = move(takes, state="reserved", reserved_by=correction_id)
+                changes = await ledger.replace(
+                    _unique_blocks(takes), rest + moved, transaction_id=correction_id
+                )
+                await journal_mod.append(
+                    connection, correction_id, "reserve", changes, actor=principal.client_id, at=now
+                )
+                row = base_row | {
+                    "transaction_id": correction_id,
+                    "status": TransactionStatus.AWAITING_APPROVAL.value,
+                    "checks": [],
+                    "actions": [],
+                    "blocks": jsonable_encoder([to_block(piece) for piece in moved]),
+                    "expires_at": now + self.approval_timeout,
+                }
+                await connection.execute(insert(transactions).values(**row))
+                answer = jsonable_encoder(
+                    transaction_from_row(row | {"approved_by": None, "completed_at": None})
+                )
+                await claim.complete(connection, 201, answer)
+            return Answer(201, answer)
+
+        return await self._run_claimed(claim, work)
+
+    async def approve_correction(self, principal: Principal, correction_id: str, key: str | None) -> Answer:
+        """Dual control: another Secretariat administrator completes the correction; the units go back."""
+        self._require_secretariat(principal)
+        path = f"/v1/admin/corrections/{correction_id}/approve"
+        claim = await self._claim(principal, key, path, {})
+
+        async def work(claim: Claim) -> Answer:
+            row = await self._transaction_row(correction_id)
+            if row is None or row["type"] != catalogue.CORRECTION:
+                raise NotFound(f"No correction {correction_id}.")
+            original = await self._transaction_row(row["corrects"])
+            assert original is not None
+            back_to = await self.directory.account(row["to_account"])
+            now = datetime.now(UTC)
+            async with self.db.connect() as connection:
+                current = await self._pending(connection, correction_id, None)
+                self._require_awaiting(current, now)
+                ledger = Ledger(connection, now=now)
+                reserved = await ledger.reserved_by(correction_id)
+                failed = catalogue.evaluate_correction(
+                    original_type=original["type"],
+                    original_status=original["status"],
+                    other_correction=None,
+                    taken=reserved,
+                    shortfall=None,
+                    back_to=back_to,
+                    back_to_id=row["to_account"],
+                    proposer_approves=current["initiated_by"] == principal.client_id,
+                )
+                if failed:
+                    problem = _check_failed_problem(correction_id, failed, path)
+                    await claim.complete(connection, 422, problem)
+                    return Answer(422, problem)
+                assert back_to is not None
+                arrival = {
+                    "state": "held",
+                    "reserved_by": None,
+                    "account_id": back_to.account_id,
+                    "party": back_to.party,
+                }
+                returned = [replace(b, **arrival) for b in reserved]
+                changes = await ledger.replace(reserved, returned, transaction_id=correction_id)
+                await journal_mod.append(
+                    connection,
+                    correction_id,
+                    catalogue.CORRECTION,
+                    changes,
+                    actor=principal.client_id,
+                    at=now,
+                )
+                updated = current | {
+                    "status": TransactionStatus.COMPLETED.value,
+                    "approved_by": principal.client_id,
+                    "completed_at": now,
+                    "updated_at": now,
+                    "blocks": jsonable_encoder([to_block(replace(b, id=None)) for b in returned]),
+                }
+                await connection.execute(
+                    update(transactions)
+                    .where(transactions.c.transaction_id == correction_id)
+                    .values(**{k: v for k, v in updated.items() if k != "transaction_id"})
+                )
+                transaction = transaction_from_row(updated)
+                await self._publish(connection, transaction, updated)
+                answer = jsonable_encoder(transaction)
+                await claim.complete(connection, 200, answer)
+            return Answer(200, answer)
+
+        return await self._run_claimed(claim, work)
+
+    async def cancel_correction(self, principal: Principal, correction_id: str) -> Transaction:
+        """A Secretariat administrator withdraws a pending correction; the units are released in place."""
+        self._require_secretariat(principal)
+        row = await self._transaction_row(correction_id)
+        if row is None or row["type"] != catalogue.CORRECTION:
+            raise NotFound(f"No correction {correction_id}.")
+        transaction = await self._release(
+            correction_id, TransactionStatus.CANCELLED, None, principal.client_id
+        )
+        self._after_commit()
+        return transaction
+
     # ---- reads ----------------------------------------------------------------------------------------------
 
     @staticmethod
@@ -1133,6 +1361,7 @@ class Ledgers:
         status: TransactionStatus | None,
         limit: int,
         cursor: str | None,
+        kind: str | None = None,
     ) -> tuple[list[Transaction], str | None]:
         after = decode_cursor(cursor, fields=("id",))
         query = select(transactions).order_by(transactions.c.transaction_id).limit(limit + 1)
@@ -1148,6 +1377,8 @@ class Ledgers:
             )
         if status is not None:
             query = query.where(transactions.c.status == status.value)
+        if kind is not None:
+            query = query.where(transactions.c.type == kind)
         if after is not None:
             query = query.where(transactions.c.transaction_id > str(after["id"]))
         async with self.db.read() as session:
@@ -1204,7 +1435,7 @@ class Ledgers:
             uid = parse_unique_id(unique_id)
         except InvalidUniqueId as exc:
             raise NotFound(f"{unique_id!r} is not a unit identifier: {exc}") from exc
-        from services.transactions.models import journal
+        from services.transactions.models import journal, journal_range
 
         async with self.db.read() as session:
             row = (
@@ -1233,19 +1464,14 @@ class Ledgers:
                 or not (self._may_read_all(principal) or principal.party == block.party)
             ):
                 raise NotFound(f"No unit {unique_id} visible to you.")
+            series = (journal.c.ca_id == uid.ca_id, journal.c.origin_registry_id == uid.registry_id)
+            if not self.db.is_sqlite:
+                # The GiST index on (CA, registry, range) of migration 0004: only the entries covering it.
+                covers = journal_range().op("@>")(literal(uid.serial, BigInteger))
+            else:
+                covers = and_(journal.c.first_serial <= uid.serial, journal.c.last_serial >= uid.serial)
             entries = (
-                (
-                    await session.execute(
-                        select(journal)
-                        .where(
-                            journal.c.ca_id == uid.ca_id,
-                            journal.c.origin_registry_id == uid.registry_id,
-                            journal.c.first_serial <= uid.serial,
-                            journal.c.last_serial >= uid.serial,
-                        )
-                        .order_by(journal.c.id)
-                    )
-                )
+                (await session.execute(select(journal).where(*series, covers).order_by(journal.c.id)))
                 .mappings()
                 .all()
             )

@@ -9,7 +9,9 @@ import pytest_asyncio
 from contracts.roles import Role
 from tests.integration._party_sections import Harness, assert_problem, module_harness
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+# One worker runs the whole module: its fixtures are per module and backend, and pytest-asyncio's module
+# loop must not be torn down under them by tests of other modules interleaved on the same worker.
+pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("party-sections-reference")]
 
 
 @pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

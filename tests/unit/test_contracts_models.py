@@ -303,6 +303,7 @@ def test_status_machines() -> None:
     assert [s.value for s in MOState] == [
         "pending_authorization",
         "authorized",
+        "reserved",
         "first_transferred",
         "cancelled",
     ]

@@ -228,5 +228,5 @@ def test_catalogue_codes_are_stable() -> None:
     assert [c.code for c in checks.CATALOGUE] == [
         "Q01", "Q02", "Q03", "Q04", "Q05", "A01", "A02", "A03", "A04", "A05", "A06", "A07",
         "T01", "T02", "T03", "T04", "T05", "T05A", "T06", "T07", "T08", "T09", "T10", "T11",
-        "N01", "F01", "F02",
+        "N01", "F01", "F02", "C01", "C02", "C03", "C04", "C05",
     ]  # fmt: skip

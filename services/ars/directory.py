@@ -1,0 +1,64 @@
+"""What party_sections knows, read over its internal API as this service (kit.service_client).
+
+Reads happen before a write transaction opens, never inside one: no database lock is held across HTTP.
+"""
+
+from typing import Any
+
+import httpx
+import structlog
+
+from contracts.accounts import AccountStatus, AccountType
+from contracts.party_sections import AccountLookup, CooperativeApproach, SectionLookup
+from kit.errors import DomainError
+from kit.service_client import Peers
+
+__all__ = ["Directory"]
+
+log = structlog.get_logger(__name__)
+
+
+def _account_order(account: AccountLookup) -> tuple[int, str]:
+    tail = account.account_id.rsplit("-", 1)[-1]
+    return (int(tail) if tail.isdigit() else 0, account.account_id)
+
+
+class Directory:
+    def __init__(self, peers: Peers) -> None:
+        self.peers = peers
+
+    async def _get(self, path: str, **params: Any) -> httpx.Response | None:
+        response = await self.peers.request("party_sections", "GET", path, params=params or None)
+        if response.status_code == 200:
+            return response
+        if response.status_code in (401, 403):
+            log.error("party_sections_refused", path=path, status=response.status_code)
+            raise DomainError("party_sections refused this service's token", slug="upstream-refused")
+        return None
+
+    async def section(self, party: str) -> SectionLookup | None:
+        response = await self._get(f"/internal/v1/party-sections/{party}")
+        return SectionLookup.model_validate(response.json()) if response else None
+
+    async def cooperative_approach(self, ca_id: str) -> CooperativeApproach | None:
+        response = await self._get(f"/internal/v1/cooperative-approaches/{ca_id}")
+        return CooperativeApproach.model_validate(response.json()) if response else None
+
+    async def account(self, account_id: str) -> AccountLookup | None:
+        response = await self._get(f"/internal/v1/accounts/{account_id}")
+        return AccountLookup.model_validate(response.json()) if response else None
+
+    async def holding_account(self, party: str) -> AccountLookup | None:
+        """The Party's own open holding account with the lowest number (not an entity's)."""
+        response = await self._get(
+            f"/internal/v1/party-sections/{party}/accounts", type=AccountType.HOLDING.value
+        )
+        if response is None:
+            return None
+        accounts = [AccountLookup.model_validate(item) for item in response.json()]
+        usable = [
+            a
+            for a in accounts
+            if a.status is AccountStatus.OPEN and a.holder_entity_id is None and a.party == party
+        ]
+        return min(usable, key=_account_order) if usable else None
