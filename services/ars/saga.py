@@ -362,8 +362,10 @@ class FirstTransferSaga:
             log.exception("first_transfer_startup_pass_failed")
         self.first_pass.set()
         while True:
+            # asyncio.timeout, not wait_for: see kit/outbox.py (a cancellation lost on 3.11 hangs shutdown).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.settings.saga_resume_seconds)
+                async with asyncio.timeout(self.settings.saga_resume_seconds):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.resume()

@@ -529,8 +529,14 @@ class PartySectionsService:
     async def _close_remaining_accounts(
         self, session: AsyncSession, principal: Principal, party: str, now: datetime
     ) -> None:
-        """A closed section's accounts close with it (its balance was 0), each with its own event."""
+        """A closed section's accounts close with it (its balance was 0), each with its own event.
+
+        Default accounts of terminal types are the exception, as everywhere: they keep the history of what
+        was used or cancelled and stay as they are, read-only through the section's status.
+        """
         for row in await repo.open_accounts_of(session, party):
+            if row["is_default"] and AccountType(row["type"]).terminal:
+                continue
             values = {"status": AccountStatus.CLOSED.value, "version": row["version"] + 1, "updated_at": now}
             await repo.update_account(session, row["account_id"], values)
             await self._account_changed(session, principal, row, values, "close", "section closed", now)

@@ -169,8 +169,10 @@ class JournalSealer:
 
     async def _run(self, interval: float) -> None:
         while True:
+            # asyncio.timeout, not wait_for: see kit/outbox.py (a cancellation lost on 3.11 hangs shutdown).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
             try:
                 await self.seal()

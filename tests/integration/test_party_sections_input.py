@@ -12,8 +12,7 @@ import pytest_asyncio
 
 from tests.integration._party_sections import PROBLEM, Harness, module_harness
 
-# One worker runs the whole module: its fixtures are per module and backend, and pytest-asyncio's module
-# loop must not be torn down under them by tests of other modules interleaved on the same worker.
+# One worker runs the whole module, so its app and database are made once per backend, not once per worker.
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.xdist_group("party-sections-input")]
 
 P = "GHA"
