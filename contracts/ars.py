@@ -215,8 +215,9 @@ class IssuanceCreate(_Strict):
 class MOBlock(BaseModel):
     """A block of mitigation outcomes in the ARS: a contiguous serial range with its invariants and state.
 
-    API.md fixes the first nine fields. `reserved` (with `operation_id`) marks units a first transfer in
-    progress holds; it ends `first_transferred` or goes back to `authorized`.
+    API.md fixes the first nine fields and the four values of `state`. Units a first transfer in progress
+    holds stay `authorized` on the wire with `reserved: true` (and the `operation_id`); they end
+    `first_transferred` or lose the flag.
     """
 
     ca_id: str
@@ -240,6 +241,7 @@ class MOBlock(BaseModel):
     conversion_factor: str | None = None
     underlying: Underlying | None = None
     issuance_id: str
+    reserved: bool = Field(default=False, description="Held by a first transfer in progress (`operation_id`)")
     operation_id: str | None = Field(default=None, description="The first transfer holding or that took them")
     transaction_id: str | None = Field(default=None, description="The IR transaction of the first transfer")
 

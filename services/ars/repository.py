@@ -280,7 +280,9 @@ def block_from_row(row: Any) -> MOBlock:
         last=last,
         quantity=last - first + 1,
         vintage=row["vintage"],
-        state=MOState(row["state"]),
+        # The reservation is internal to the saga; API.md's four states stay the public vocabulary.
+        state=MOState.AUTHORIZED if row["state"] == MOState.RESERVED else MOState(row["state"]),
+        reserved=row["state"] == MOState.RESERVED,
         authorization_id=row["authorization_id"],
         authorization_version=row["authorization_version"],
         party=row["party"],

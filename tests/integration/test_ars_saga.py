@@ -92,7 +92,13 @@ async def _assert_consistent(ars: ArsWorld, itmos: int) -> None:
     """No MO lost, no ITMO twice, nothing left pending."""
     blocks = await ars.blocks("GHA")
     assert sum(b["quantity"] for b in blocks) == 1000
-    assert not [b for b in blocks if b["state"] == "reserved"]
+    assert not [b for b in blocks if b["reserved"]]
+    assert {b["state"] for b in blocks} <= {
+        "pending_authorization",
+        "authorized",
+        "first_transferred",
+        "cancelled",
+    }
     first_transferred = sum(b["quantity"] for b in blocks if b["state"] == "first_transferred")
     assert first_transferred == itmos
     held = await ars.holdings("CHE", ars.parties["CHE"].holding)
@@ -115,9 +121,9 @@ async def test_ars_crashes_after_reserving_and_resumes_at_restart(ars: ArsWorld)
     assert pending["mo_blocks"] == [
         {"ca_id": "CA0012", "origin_registry_id": "GHA01", "first": 1, "last": 100}
     ]
-    assert {(b["first"], b["state"]) for b in await ars.blocks("GHA")} == {
-        (1, "reserved"),
-        (101, "authorized"),
+    assert {(b["first"], b["state"], b["reserved"]) for b in await ars.blocks("GHA")} == {
+        (1, "authorized", True),
+        (101, "authorized", False),
     }
     await _restart_ars(ars)
     await _assert_consistent(ars, 100)
