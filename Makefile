@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite lint format schemas bench bench-ledger clean
+.PHONY: install run test test-sqlite lint format schemas bench bench-ledger bench-aef clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench: $(STAMP)
 # The ledger on PostgreSQL (REGISTRY_TEST_POSTGRES_URL or postgres@127.0.0.1:5432): about 3 minutes.
 bench-ledger: $(STAMP)
 	$(PY) -m bench.ledger
+
+# The AEF on PostgreSQL, 100k and 1M actions and the lag: about 7 minutes (the 1M XLSX dominates).
+bench-aef: $(STAMP)
+	$(PY) -m bench.aef
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -1,13 +1,188 @@
-"""Tables of the reporting service: its own metadata (the read model arrives with the AEF work)."""
+"""Tables of the reporting service: the read model built from the producers' feeds (docs/reporting.md).
 
-from sqlalchemy import MetaData
+Plain SQLAlchemy Core tables (hot paths are Core statements, DESIGN §2), kept in this service's metadata so
+Alembic compares them with migrations/versions/0002_read_model.py.
+
+- `feed_cursors`: the last position applied, per producer feed.
+- `inbox`: every event id applied; an event already in it is skipped (replays never double count).
+- `aef_actions`: one row per AEF Table 3 row (a transaction side × a maximal contiguous serial run).
+- `movements`: every block a completed transaction left somewhere (holder Party, registry, state), in
+  application order: holdings at any instant are repainted from them (domain §5.5).
+- `authorizations`: one row per authorization version with its Table 2 row (domain §5.3).
+- `entities`: authorized entities (Table 5); `ndc_periods`: the Parties' NDC implementation periods.
+- `submissions`: frozen AEF versions, as the canonical JSON bytes served back unchanged.
+- `sections` (with the confidentiality designations) and `cooperative_approaches`: for the public register.
+"""
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
 
-__all__ = ["Model", "metadata"]
+__all__ = [
+    "Model",
+    "aef_actions",
+    "authorizations",
+    "cooperative_approaches",
+    "entities",
+    "feed_cursors",
+    "inbox",
+    "metadata",
+    "movements",
+    "ndc_periods",
+    "sections",
+    "submissions",
+]
 
 metadata = MetaData()
 
 
 class Model(SQLModel, registry=registry(metadata=metadata)):
     """Base of this service's SQLModel tables."""
+
+
+def _id() -> Column:
+    return Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True)
+
+
+def _block_columns() -> list[Column]:
+    """The invariants of a serial range that the AEF reports (domain §5.4, §5.5)."""
+    return [
+        Column("ca_id", String(6), nullable=False),
+        Column("origin_registry_id", String(5), nullable=False),
+        Column("first_transferring_party", String(3), nullable=False),
+        Column("first_serial", BigInteger, nullable=False),
+        Column("last_serial", BigInteger, nullable=False),
+        Column("vintage", Integer, nullable=False),
+        Column("authorization_id", String(100), nullable=False),
+        Column("metric", String(16), nullable=False),
+        Column("mitigation_type", String(64), nullable=False),
+        Column("applicable_gwp_values", String(200), nullable=True),
+        Column("applicable_non_ghg_metric", String(200), nullable=True),
+        Column("conversion_factor", String(40), nullable=True),
+        Column("underlying_registry_id", String(200), nullable=True),
+        Column("underlying_first", BigInteger, nullable=True),
+        Column("underlying_last", BigInteger, nullable=True),
+    ]
+
+
+feed_cursors = Table(
+    "feed_cursors",
+    metadata,
+    Column("producer", String(50), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+inbox = Table(
+    "inbox",
+    metadata,
+    Column("event_id", String(36), primary_key=True),
+    Column("producer", String(50), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("applied_at", DateTime(timezone=True), nullable=False),
+)
+
+aef_actions = Table(
+    "aef_actions",
+    metadata,
+    _id(),
+    Column("transaction_id", String(40), nullable=False),
+    Column("party", String(3), nullable=False),
+    Column("registry_id", String(5), nullable=False),
+    Column("action_at", DateTime(timezone=True), nullable=False),
+    Column("action_type", String(40), nullable=False),
+    Column("action_subtype", String(80), nullable=True),
+    *_block_columns(),
+    Column("transferring_party_id", String(3), nullable=True),
+    Column("acquiring_party_id", String(3), nullable=True),
+    Column("purpose_oimp", Text, nullable=True),
+    Column("using_cancelling_party_id", String(3), nullable=True),
+    Column("using_cancelling_entity_id", String(100), nullable=True),
+    Column("ndc_use_year", Integer, nullable=True),
+    Index("ix_aef_actions_party_at", "party", "action_at"),
+)
+
+movements = Table(
+    "movements",
+    metadata,
+    _id(),
+    Column("transaction_id", String(40), nullable=False),
+    Column("moved_at", DateTime(timezone=True), nullable=False),
+    Column("party", String(3), nullable=False),
+    Column("registry_id", String(5), nullable=True),
+    Column("state", String(20), nullable=False),
+    *_block_columns(),
+    Index("ix_movements_series", "ca_id", "origin_registry_id", "first_serial"),
+    Index("ix_movements_party", "party", "ca_id", "origin_registry_id"),
+)
+
+authorizations = Table(
+    "authorizations",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("authorization_id", String(100), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("authorized_on", Date, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("table2", JSON, nullable=False),
+)
+
+entities = Table(
+    "entities",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("entity_id", String(100), primary_key=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+    Column("data", JSON, nullable=False),
+)
+
+ndc_periods = Table(
+    "ndc_periods",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("first_year", Integer, primary_key=True),
+    Column("last_year", Integer, nullable=False),
+)
+
+submissions = Table(
+    "submissions",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("major", Integer, primary_key=True),
+    Column("minor", Integer, primary_key=True),
+    Column("submitted_at", DateTime(timezone=True), nullable=False),
+    Column("submitted_by", String(200), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+)
+
+#: Party sections as party_sections last published them: registry id, status and the confidentiality
+#: designations (`confidential_fields`: AEF field names, domain §6) the public register strips.
+sections = Table(
+    "sections",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("registry_id", String(5), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("confidential_fields", JSON, nullable=False),
+)
+
+cooperative_approaches = Table(
+    "cooperative_approaches",
+    metadata,
+    Column("ca_id", String(6), primary_key=True),
+    Column("data", JSON, nullable=False),
+)

@@ -1,7 +1,90 @@
 """HTTP routes of the reporting service (thin: parse, authorize, call the service, answer)."""
 
-from fastapi import APIRouter
+import json
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from kit.auth import CurrentPrincipal
+from services.reporting.exports import export_response
+from services.reporting.service import ReportingService
 
 __all__ = ["router"]
 
-router = APIRouter()
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+
+PartyPath = Annotated[str, Path(pattern=r"^[A-Z]{3}$", description="Alpha-3 code of the Party")]
+YearPath = Annotated[int, Path(ge=2021, le=2100, description="The reported year")]
+Format = Annotated[Literal["json", "xlsx", "csv"], Query(description="json (default), xlsx or csv (zip)")]
+
+
+def _service(request: Request) -> ReportingService:
+    return ReportingService(request.app.state.db)
+
+
+@router.post("/aef/validate")
+async def validate(request: Request, principal: CurrentPrincipal) -> JSONResponse:
+    """Pre-consistency checks C1–C4 (domain §7.3) of an AEF sent as JSON or XLSX; results per row."""
+    content = await request.body()
+    content_type = request.headers.get("content-type", "")
+    return JSONResponse(await _service(request).validate(principal, content, content_type))
+
+
+@router.get("/aef/{party}/{year}")
+async def aef(
+    request: Request, principal: CurrentPrincipal, party: PartyPath, year: YearPath, format: Format = "json"
+) -> Response:
+    """The AEF pre-filled from the registry's records (API.md "Reports"); Table 3 is streamed."""
+    service = _service(request)
+    if format != "json":
+        return await service.export(principal, party, year, format)
+    service.require_reader(principal, party)
+    return StreamingResponse(service.report_chunks(party, year), media_type="application/json")
+
+
+@router.post("/aef/{party}/{year}/submissions", status_code=201)
+async def submit(request: Request, principal: CurrentPrincipal, party: PartyPath, year: YearPath) -> Response:
+    """Freeze the current tables as the next version (1.0, 1.1, ...)."""
+    version, body = await _service(request).submit(principal, party, year)
+    location = f"/v1/reports/aef/{party}/{year}/submissions/{version}"
+    return Response(body, status_code=201, media_type="application/json", headers={"Location": location})
+
+
+@router.get("/aef/{party}/{year}/submissions")
+async def submissions(
+    request: Request, principal: CurrentPrincipal, party: PartyPath, year: YearPath
+) -> JSONResponse:
+    """The frozen versions of a Party-year, oldest first."""
+    return JSONResponse(await _service(request).submissions(principal, party, year))
+
+
+@router.get("/aef/{party}/{year}/submissions/{version}")
+async def submission(
+    request: Request,
+    principal: CurrentPrincipal,
+    party: PartyPath,
+    year: YearPath,
+    version: Annotated[str, Path(max_length=20)],
+    format: Format = "json",
+) -> Response:
+    """A frozen version: the same bytes every time (JSON), or its export."""
+    body = await _service(request).submission(principal, party, year, version)
+    if format == "json":
+        return Response(body, media_type="application/json")
+    tables = json.loads(body)["tables"]
+    return await export_response(tables, format, f"AEF_{party}_{year}_v{version}")
+
+
+@router.get("/consistency/{year}")
+async def consistency(request: Request, principal: CurrentPrincipal, year: YearPath) -> JSONResponse:
+    """Cross-Party consistency checks C6–C9 (domain §7.3) over every Party the registry knows."""
+    return JSONResponse(await _service(request).consistency(principal, year))
+
+
+@router.get("/corresponding-adjustments/{party}/{year}")
+async def corresponding_adjustments(
+    request: Request, principal: CurrentPrincipal, party: PartyPath, year: YearPath
+) -> JSONResponse:
+    """Additions (first transferred, vintage = year) and subtractions (used for year) of domain §7.1."""
+    return JSONResponse(await _service(request).corresponding_adjustments(principal, party, year))
