@@ -1,4 +1,5 @@
-"""The one adapter over python-jose: ES256 signing keys, JWKS, and hardened token verification.
+"""The one adapter over python-jose: ES256 signing keys, JWKS, hardened token verification, and the raw
+detached-JWS primitives that kit.jws builds the inter-registry message signatures on.
 
 Nothing else in the code base imports `jose`. Verification pins the algorithm, checks `typ`, `kid`
 and `crit` in the header before touching the signature, and requires `exp`, `iat`, `iss`, `aud`, `sub`
@@ -9,7 +10,7 @@ import base64
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
@@ -18,6 +19,7 @@ from jose import jwk, jws
 from jose import jwt as jose_jwt
 from jose.backends.base import Key
 from jose.exceptions import JOSEError
+from jose.utils import base64url_encode
 
 __all__ = [
     "ACCESS_TOKEN_TYPE",
@@ -26,7 +28,9 @@ __all__ = [
     "SigningKey",
     "TokenInvalid",
     "jwk_thumbprint",
+    "sign_detached",
     "sign_token",
+    "verify_detached",
     "verify_token",
 ]
 
@@ -41,6 +45,12 @@ class TokenInvalid(Exception):
 
 def _b64url_uint(value: int, length: int = 32) -> str:
     return base64.urlsafe_b64encode(value.to_bytes(length, "big")).rstrip(b"=").decode()
+
+
+def _b64url_to_uint(value: str) -> int:
+    if not isinstance(value, str):
+        raise TypeError("a JWK member must be a string")
+    return int.from_bytes(base64.urlsafe_b64decode(value + "=" * (-len(value) % 4)), "big")
 
 
 def jwk_thumbprint(public_jwk: dict[str, Any]) -> str:
@@ -58,6 +68,37 @@ class SigningKey:
     kid: str
     public_jwk: dict[str, Any]
     _jose_key: Key = field(repr=False, compare=False)
+
+    def with_kid(self, kid: str) -> "SigningKey":
+        """The same key published under another `kid` (a registry's own naming, e.g. `ir-2026-01`)."""
+        if not kid:
+            raise ValueError("a kid must not be empty")
+        return replace(self, kid=kid, public_jwk={**self.public_jwk, "kid": kid})
+
+    @classmethod
+    def from_jwk(cls, private_jwk: dict[str, Any]) -> "SigningKey":
+        """A key from an EC P-256 private JWK (`d`, `x`, `y`); keeps its `kid` when it has one."""
+        if private_jwk.get("kty") != "EC" or private_jwk.get("crv") != "P-256":
+            raise ValueError("the signing key must be an EC P-256 JWK")
+        try:
+            x, y, d = (_b64url_to_uint(private_jwk[name]) for name in ("x", "y", "d"))
+            private = ec.EllipticCurvePrivateNumbers(
+                d, ec.EllipticCurvePublicNumbers(x, y, ec.SECP256R1())
+            ).private_key()
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a usable EC private JWK: {type(exc).__name__}") from None
+        pem = private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        key = cls.from_pem(pem)
+        kid = private_jwk.get("kid")
+        return key.with_kid(kid) if isinstance(kid, str) and kid else key
+
+    def private_jwk(self) -> dict[str, Any]:
+        """The key as a private JWK (for test fixtures and the simulator's key files)."""
+        private = serialization.load_pem_private_key(self.private_pem, password=None)
+        assert isinstance(private, ec.EllipticCurvePrivateKey)
+        return {**self.public_jwk, "d": _b64url_uint(private.private_numbers().private_value)}
 
     @classmethod
     def generate(cls) -> "SigningKey":
@@ -187,3 +228,24 @@ def verify_token(
     if not (aud == audience or (isinstance(aud, list) and audience in aud)):
         raise TokenInvalid("wrong audience")
     return claims
+
+
+def sign_detached(key: SigningKey, payload: bytes, *, typ: str) -> str:
+    """RFC 7515 Appendix F: a compact JWS over `payload` with the payload part left empty
+    (`<protected>..<signature>`). The protected header is exactly `{"alg": "ES256", "kid", "typ"}`."""
+    compact = jws.sign(payload, key._jose_key, headers={"kid": key.kid, "typ": typ}, algorithm=ALGORITHM)
+    protected, _, signature = compact.split(".")
+    return f"{protected}..{signature}"
+
+
+def verify_detached(protected: str, signature: str, payload: bytes, key: Key) -> bool:
+    """Whether `signature` (base64url) is an ES256 signature by `key` over `protected.b64url(payload)`.
+
+    The caller has already vetted the protected header; the algorithm is pinned here regardless.
+    """
+    token = f"{protected}.{base64url_encode(payload).decode()}.{signature}"
+    try:
+        jws.verify(token, key, algorithms=[ALGORITHM])
+    except JOSEError:
+        return False
+    return True
