@@ -197,6 +197,32 @@ class Load:
         self.accounts = accounts
         self.tokens = tokens
 
+    async def warm(self, base_url: str, clients: int = 16) -> None:
+        """Validate one transfer out of and into every account, so the ledger has looked each one up once.
+
+        A registry that has run for a while has its accounts in the ledger's directory cache
+        (services/transactions/directory.py); a short run from cold would measure the first lookups.
+        """
+        queue = list(zip(self.accounts, self.accounts[1:] + self.accounts[:1], strict=True))
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+
+            async def worker() -> None:
+                while queue:
+                    source, destination = queue.pop()
+                    body = {
+                        "type": "transfer",
+                        "from_account": source,
+                        "to_account": destination,
+                        "quantity": 1,
+                    }
+                    headers = {"Authorization": self.tokens[source[:3]]}
+                    async with session.post(
+                        f"{base_url}/v1/transactions/validate", json=body, headers=headers
+                    ) as answer:
+                        await answer.read()
+
+            await asyncio.gather(*(worker() for _ in range(clients)))
+
     async def run(self, base_url: str, clients: int, seconds: float) -> tuple[float, list[float], int]:
         latencies: list[float] = []
         errors = 0
@@ -413,6 +439,7 @@ def main() -> None:
             f"{'target':<8} {'clients':>7} {'tx/s':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>6}"
         )
         cpu: dict[str, float] = {}
+        asyncio.run(load.warm(targets["direct"]))
         for clients in args.clients:
             for name, url in targets.items():
                 asyncio.run(load.run(url, clients, 1.0))  # warm-up: connections, caches

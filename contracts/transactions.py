@@ -33,6 +33,7 @@ __all__ = [
     "BlockRange",
     "CheckDefinition",
     "CorrectionCreate",
+    "DirectoryInvalidation",
     "FirstTransferBlock",
     "FirstTransferCreate",
     "FirstTransferUse",
@@ -63,6 +64,15 @@ _AccountRef = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class DirectoryInvalidation(_Strict):
+    """`POST /internal/v1/directory/invalidations`: party_sections changed this; drop what the ledger cached."""
+
+    party: PartyCode
+    account_id: _AccountRef | None = Field(
+        default=None, description="The account that changed; absent: the section, its settings or NDC periods"
+    )
 
 
 class AccountBalance(BaseModel):

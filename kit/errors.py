@@ -11,6 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.problems import PROBLEM_MEDIA_TYPE, problem_type
@@ -170,6 +171,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             body["detail"] = str(exc.detail)
         body["instance"] = request.url.path
         return problem_response(body, dict(exc.headers or {}))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if exc.connection_invalidated:  # the connection died under the request: nothing was committed
+            log.warning("database_connection_lost", path=request.url.path, error=str(exc.orig))
+            lost = ServiceUnavailable(
+                "The database connection was lost; nothing was acknowledged. Retry (same Idempotency-Key).",
+                slug="database-unavailable",
+                headers={"Retry-After": "1"},
+            )
+            return problem_response(lost.to_problem(request.url.path), lost.headers)
+        log.exception("unhandled_error", path=request.url.path)
+        return problem_response(internal_error_problem(request.url.path))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

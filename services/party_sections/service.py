@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any, TypeVar
 
+import structlog
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import RowMapping
 from sqlalchemy.exc import IntegrityError
@@ -51,7 +52,7 @@ from contracts.party_sections import (
 from contracts.transactions import AccountBalance, PartyBalance
 from kit.auth import Principal
 from kit.db import Database
-from kit.errors import Forbidden, PreconditionFailed, PreconditionRequired
+from kit.errors import Forbidden, PreconditionFailed, PreconditionRequired, ServiceUnavailable
 from kit.outbox import Outbox
 from kit.pagination import page_of
 from kit.service_client import Peers
@@ -124,6 +125,8 @@ DEFAULT_ACCOUNT_NAMES: dict[AccountType, str] = {
     AccountType.MANDATORY_OMGE_CANCELLATION: "mandatory cancellation for OMGE",
     AccountType.ADAPTATION_FUND: "Adaptation Fund",
 }
+
+log = structlog.get_logger(__name__)
 
 
 def list_parties(*, limit: int, after: str | None) -> Page[Party]:
@@ -296,6 +299,25 @@ class PartySectionsService:
         self.peers = peers
 
     # ---- helpers ---------------------------------------------------------------------------------------
+
+    async def _tell_ledger(self, party: str, account_id: str | None = None) -> None:
+        """Make the ledger drop its cached lookups of what just committed, before the caller hears of it.
+
+        Best effort: if the transactions service cannot be told, its feed follower evicts the same entries
+        within a fraction of a second, and it stops trusting its cache when it cannot read this feed.
+        """
+        try:
+            response = await self.peers.request(
+                "transactions",
+                "POST",
+                "/internal/v1/directory/invalidations",
+                json={"party": party, "account_id": account_id},
+            )
+        except ServiceUnavailable as exc:
+            log.warning("ledger_not_told", party=party, account_id=account_id, error=str(exc))
+            return
+        if response.status_code != 204:
+            log.warning("ledger_not_told", party=party, account_id=account_id, status=response.status_code)
 
     async def _locked_section(self, session: AsyncSession, party: str) -> RowMapping:
         row = await repo.section(session, party, for_update=True)
@@ -486,6 +508,7 @@ class PartySectionsService:
             elif name == "finalize_close":
                 await self._close_remaining_accounts(session, principal, party, now)
         self.outbox.notify()
+        await self._tell_ledger(party)
         return section
 
     async def _open_default_accounts(
@@ -616,6 +639,7 @@ class PartySectionsService:
             )
             await self.outbox.publish(session, "party_section.settings_changed", _json(section), party=party)
         self.outbox.notify()
+        await self._tell_ledger(party)
         return section
 
     # ---- accounts --------------------------------------------------------------------------------------
@@ -719,6 +743,7 @@ class PartySectionsService:
             await repo.update_account(session, account_id, values)
             changed = await self._account_changed(session, principal, locked, values, move, reason, now)
         self.outbox.notify()
+        await self._tell_ledger(party, account_id)
         return changed
 
     # ---- authorized entities ---------------------------------------------------------------------------
@@ -800,6 +825,7 @@ class PartySectionsService:
             )
             await self.outbox.publish(session, "ndc_periods.set", data, party=party)
         self.outbox.notify()
+        await self._tell_ledger(party)
         return ordered
 
     async def ndc_periods(self, party: str) -> list[NdcPeriod]:

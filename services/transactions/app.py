@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from kit.app import create_app as create_service_app
 from kit.idempotency import IdempotencyStore
 from services.transactions.config import Settings
+from services.transactions.directory import Directory
 from services.transactions.journal import JournalSealer
 from services.transactions.models import idempotency_keys, metadata
 from services.transactions.router import internal_router, router
@@ -36,12 +37,14 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
 
     async def start(app: FastAPI) -> None:
         app.state.sealer.start()
+        app.state.directory.start(settings.directory_follow_seconds)
         app.state.sweeper = asyncio.create_task(_sweep(app.state.ledgers, settings.approval_sweep_seconds))
 
     async def stop(app: FastAPI) -> None:
         app.state.sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await app.state.sweeper
+        await app.state.directory.stop()
         await app.state.sealer.stop()
 
     app = create_service_app(
@@ -56,6 +59,12 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     )
     db = app.state.db
     app.state.sealer = JournalSealer(db)
+    app.state.directory = Directory(
+        app.state.peers,
+        cache=settings.directory_cache,
+        ttl=settings.directory_ttl_seconds,
+        max_lag=settings.directory_max_lag_seconds,
+    )
     app.state.ledgers = Ledgers(
         db,
         app.state.peers,
@@ -63,5 +72,6 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         IdempotencyStore(db, idempotency_keys, lease_seconds=settings.idempotency_lease_seconds),
         app.state.sealer,
         approval_timeout=timedelta(seconds=settings.approval_timeout_seconds),
+        directory=app.state.directory,
     )
     return app

@@ -22,3 +22,16 @@ class Settings(ServiceSettings):
         description="How long an Idempotency-Key stays claimed by an attempt that never answered (a crash)"
         " before a retry may take it over",
     )
+    directory_cache: bool = Field(
+        default=True,
+        description="Cache party_sections' account and section lookups, kept by its feed (services/transactions/directory.py)",
+    )
+    directory_follow_seconds: float = Field(
+        default=0.25, gt=0, description="How often the directory cache reads party_sections' feed"
+    )
+    directory_max_lag_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        description="Cached lookups are used only while the feed was read to its end this recently",
+    )
+    directory_ttl_seconds: float = Field(default=60.0, gt=0, description="Longest life of a cached lookup")

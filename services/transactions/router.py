@@ -14,6 +14,7 @@ from contracts.transactions import (
     AccountBalance,
     CheckDefinition,
     CorrectionCreate,
+    DirectoryInvalidation,
     FirstTransferCreate,
     Holdings,
     InvariantReport,
@@ -287,6 +288,12 @@ async def party_balance(request: Request, party: PartyCode) -> PartyBalance:
     """What a Party section still holds (held, reserved, arriving), with the non-zero accounts."""
     async with _db(request).read() as session:
         return await repository.party_balance(session, party)
+
+
+@internal_router.post("/directory/invalidations", status_code=204)
+async def invalidate_directory(request: Request, body: DirectoryInvalidation) -> None:
+    """party_sections committed a change: forget the cached lookups it may have made wrong, before it answers."""
+    request.app.state.directory.evict(body.party, account_id=body.account_id)
 
 
 @internal_router.post("/first-transfers", response_model=Transaction, status_code=201, responses=_PROBLEMS)

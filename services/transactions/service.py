@@ -19,12 +19,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import structlog
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy import BigInteger, and_, func, insert, literal, or_, select, update
 
-from contracts.accounts import AccountType
 from contracts.actions import (
     ActionSubtype,
     ActionType,
@@ -33,7 +31,7 @@ from contracts.actions import (
     TransactionType,
 )
 from contracts.identifiers import InvalidUniqueId, parse_unique_id
-from contracts.party_sections import AccountLookup, CooperativeApproach, SectionLookup
+from contracts.party_sections import AccountLookup, SectionLookup
 from contracts.problems import CheckResult, problem_type
 from contracts.roles import Role
 from contracts.transactions import (
@@ -55,6 +53,7 @@ from kit.pagination import decode_cursor, encode_cursor
 from kit.service_client import Peers
 from services.transactions import checks as catalogue
 from services.transactions import journal as journal_mod
+from services.transactions.directory import Directory
 from services.transactions.domain import (
     BlockRow,
     InsufficientUnits,
@@ -69,7 +68,7 @@ from services.transactions.journal import JournalSealer
 from services.transactions.ledger import Ledger, to_block
 from services.transactions.models import blocks, issued_ranges, transactions
 
-__all__ = ["Answer", "Directory", "Ledgers", "new_transaction_id"]
+__all__ = ["Answer", "Ledgers", "new_transaction_id"]
 
 log = structlog.get_logger(__name__)
 
@@ -81,7 +80,6 @@ _TERMINAL_STATE = {
     TransactionType.VOLUNTARY_CANCELLATION: "cancelled",
     TransactionType.OMGE_CANCELLATION: "cancelled",
 }
-_CA_CACHE_SECONDS = 10.0
 
 
 def new_transaction_id() -> str:
@@ -119,64 +117,6 @@ def _check_failed_problem(
         "transaction_id": transaction_id,
         "checks": [c.model_dump() for c in failed],
     }
-
-
-class Directory:
-    """What party_sections knows, read over its internal API as this service (kit.service_client)."""
-
-    def __init__(self, peers: Peers) -> None:
-        self.peers = peers
-        self._cas: dict[str, tuple[float, frozenset[str]]] = {}
-
-    async def _get(self, path: str, **params: Any) -> httpx.Response | None:
-        response = await self.peers.request("party_sections", "GET", path, params=params or None)
-        if response.status_code == 200:
-            return response
-        if response.status_code in (401, 403):
-            log.error("party_sections_refused", path=path, status=response.status_code)
-            raise DomainError("party_sections refused this service's token", slug="upstream-refused")
-        return None
-
-    async def account(self, account_id: str) -> AccountLookup | None:
-        response = await self._get(f"/internal/v1/accounts/{account_id}")
-        return AccountLookup.model_validate(response.json()) if response else None
-
-    async def section(self, party: str) -> SectionLookup | None:
-        response = await self._get(f"/internal/v1/party-sections/{party}")
-        return SectionLookup.model_validate(response.json()) if response else None
-
-    async def account_of_type(self, party: str, account_type: AccountType) -> AccountLookup | None:
-        """The Party's first open account of the type (by id), None if it has none."""
-        response = await self._get(f"/internal/v1/party-sections/{party}/accounts", type=account_type.value)
-        if response is None:
-            return None
-        accounts = [AccountLookup.model_validate(item) for item in response.json()]
-        open_ones = sorted((a for a in accounts if a.status.value == "open"), key=lambda a: a.account_id)
-        return open_ones[0] if open_ones else None
-
-    def cached_participants(self) -> dict[str, frozenset[str]]:
-        """Every CA's participants the cache holds and still trusts (no I/O)."""
-        now = time.monotonic()
-        return {ca: parts for ca, (at, parts) in self._cas.items() if now - at < _CA_CACHE_SECONDS}
-
-    async def participants(self, ca_ids: set[str]) -> dict[str, frozenset[str]]:
-        """Participants per CA (cached for a few seconds; an unknown CA has none)."""
-        now = time.monotonic()
-        result: dict[str, frozenset[str]] = {}
-        for ca_id in sorted(ca_ids):
-            cached = self._cas.get(ca_id)
-            if cached and now - cached[0] < _CA_CACHE_SECONDS:
-                result[ca_id] = cached[1]
-                continue
-            response = await self._get(f"/internal/v1/cooperative-approaches/{ca_id}")
-            parts = (
-                frozenset(CooperativeApproach.model_validate(response.json()).participants)
-                if response
-                else frozenset()
-            )
-            self._cas[ca_id] = (now, parts)
-            result[ca_id] = parts
-        return result
 
 
 def _registry_party(account_id: str) -> str | None:
@@ -399,9 +339,10 @@ class Ledgers:
         sealer: JournalSealer,
         *,
         approval_timeout: timedelta,
+        directory: Directory | None = None,
     ) -> None:
         self.db = db
-        self.directory = Directory(peers)
+        self.directory = directory or Directory(peers, cache=False)
         self.outbox = outbox
         self.idempotency = idempotency
         self.sealer = sealer

@@ -9,6 +9,7 @@ boundary (the wire models of contracts/transactions.py): these tests are about p
 in-process suite in test_party_sections_internal.py.
 """
 
+import json
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -52,9 +53,14 @@ class Balances:
     accounts: dict[str, int] = field(default_factory=dict)
     down: bool = False
     calls: list[str] = field(default_factory=list)
+    invalidations: list[dict[str, Any]] = field(default_factory=list)
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         path = request.url.path
+        if path == "/internal/v1/directory/invalidations" and request.method == "POST":
+            # party_sections telling the ledger to drop cached lookups (services/transactions/directory.py)
+            self.invalidations.append(json.loads(request.content))
+            return httpx.Response(204)
         self.calls.append(path)
         if self.down:
             return httpx.Response(503, json={"status": 503, "title": "down"})

@@ -5,10 +5,13 @@ import random
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import httpx
 import pytest
+from fastapi import FastAPI, Request
 from sqlalchemy import BigInteger, Column, Integer, MetaData, Table, func, insert, select, text, update
 
 from kit.db import Database
+from kit.errors import install_problem_handlers
 from tests.support.databases import DatabaseFactory
 
 _scratch = MetaData()
@@ -126,3 +129,38 @@ async def test_read_and_ping_do_not_wait_for_an_open_write(db: Database) -> None
         # /readyz must not hang (nor turn 503) because a write is in progress.
         await asyncio.wait_for(db.ping(), timeout=3)
     assert await _value(db) == 41
+
+
+@pytest.mark.postgres
+async def test_a_connection_killed_under_a_request_is_answered_503_and_the_next_request_succeeds(
+    pg_database: Callable[[str], str],
+) -> None:
+    """No pre-ping: a dead pooled connection costs one 503 (Retry-After), never a 500 or a lost write."""
+    url = pg_database("services.transactions")
+    database = Database(url, pool_size=1, max_overflow=0)
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.get("/now")
+    async def now(request: Request) -> dict[str, int]:
+        async with database.connect() as connection:
+            pid = (await connection.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+        return {"pid": pid}
+
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+            first = (await client.get("/now")).json()["pid"]
+            admin = Database(url)
+            try:
+                async with admin.connect() as connection:
+                    await connection.execute(text(f"SELECT pg_terminate_backend({first})"))
+            finally:
+                await admin.dispose()
+            lost = await client.get("/now")
+            assert lost.status_code == 503, lost.text
+            assert lost.headers["retry-after"] == "1"
+            assert lost.json()["type"].endswith("/database-unavailable")
+            again = await client.get("/now")
+            assert again.status_code == 200 and again.json()["pid"] != first
+    finally:
+        await database.dispose()

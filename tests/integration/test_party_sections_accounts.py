@@ -186,6 +186,9 @@ async def test_block_unblock_close_and_their_events(ps: Harness) -> None:
         problem = assert_problem(await ps.client.post(f"/v1/accounts/{account}/{action}", headers=admin), 409)
         assert problem["current_status"] == "closed" and problem["allowed_moves"] == []
     assert await ps.new_events() == []
+    # Each committed move told the ledger to drop its cached lookup of the account, before answering.
+    told = [i for i in ps.balances.invalidations if i["account_id"] == account]
+    assert told == [{"party": party, "account_id": account}] * 4
 
 
 async def test_illegal_account_moves_name_the_status(ps: Harness) -> None:
