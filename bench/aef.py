@@ -4,18 +4,22 @@
    database migrated to head, its read model bulk loaded with COPY (N Table 3 rows of one Party and year, each
    its own transaction and run; N block movements, one in ten left with the Party, so Table 4 has N/10 runs),
    then, each in a fresh process so its peak memory (ru_maxrss) is its own: the JSON answer (streamed,
-   bytes counted), the XLSX and the CSV zip (written to a spooled temporary file, as the endpoint does).
+   bytes counted), the XLSX and the CSV zip (written to a spooled temporary file, as the endpoint does),
+   and freezing it as a submission (`submit`: the chunks written, then read back as the POST answers).
+   `cpu s` is the service process's own CPU time (PostgreSQL's is not in it); each line ends with the
+   1-minute load average when it finished: on a shared machine wall time follows the load.
 2. AEF lag: the real processes (`make run`'s launcher) on scratch PostgreSQL databases; first transfers from
    GHA to CHE, each followed by polling GHA's AEF through the gateway until its row shows; the time from the
    201 to the row (the consumer polls every 0.3 s).
 
-`--sizes 100000` for a quick run; `--formats json csv` to skip the others; `--no-lag` to skip part 2. PostgreSQL: `REGISTRY_TEST_POSTGRES_URL` or
+`--sizes 100000` for a quick run; `--formats json csv` to skip the others (json xlsx csv submit); `--no-lag` to skip part 2. PostgreSQL: `REGISTRY_TEST_POSTGRES_URL` or
 postgres@127.0.0.1:5432.
 """
 
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -40,10 +44,12 @@ YEAR = 2025
 PARTY = "GHA"
 
 
-def _principal() -> Principal:
+def _principal(party: str | None = None) -> Principal:
+    """The Secretariat (reads any AEF), or a Party's party_admin (submits its own)."""
     from contracts.roles import Role
 
-    return Principal(client_id="bench", party=None, roles=frozenset({Role.SECRETARIAT_ADMIN}))
+    role = Role.SECRETARIAT_ADMIN if party is None else Role.PARTY_ADMIN
+    return Principal(client_id="bench", party=party, roles=frozenset({role}))
 
 
 async def _load(url: str, size: int) -> None:
@@ -150,6 +156,12 @@ async def _phase(url: str, phase: str) -> dict[str, float]:
         if phase == "json":
             async for chunk in service.report_chunks(PARTY, YEAR):
                 size += len(chunk)
+        elif phase == "submit":
+            frozen = await service.submit(_principal(PARTY), PARTY, YEAR)
+            async for chunk in service.frozen_bytes(
+                frozen.key
+            ):  # what the POST answers, read back from the chunks
+                size += len(chunk)
         else:
             response = await service.export(_principal(), PARTY, YEAR, phase)
             async for chunk in response.body_iterator:
@@ -160,18 +172,21 @@ async def _phase(url: str, phase: str) -> dict[str, float]:
 
 
 def _run_phase(url: str, phase: str) -> dict[str, float]:
-    output = subprocess.run(
-        [sys.executable, "-m", "bench.aef", "--phase", phase, "--url", url],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.aef", "--phase", phase, "--url", url], capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the {phase} phase failed:\n{done.stderr}")
+    output = done.stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
 
 def build_and_export(sizes: list[int], formats: list[str]) -> None:
     print(f"one Party-year ({PARTY} {YEAR}) on PostgreSQL; each figure from a fresh process")
-    print(f"{'actions':>10} {'format':>6} {'seconds':>8} {'peak MiB':>9} {'output MiB':>11}")
+    print(
+        f"{'actions':>10} {'format':>6} {'seconds':>8} {'cpu s':>7} {'peak MiB':>9} {'output MiB':>11} "
+        f"{'load avg':>9}"
+    )
     for size in sizes:
         with scratch_databases([f"aef{size}"]) as urls:
             url = urls[f"aef{size}"]
@@ -184,8 +199,10 @@ def build_and_export(sizes: list[int], formats: list[str]) -> None:
             for phase in formats:
                 figures = _run_phase(url, phase)
                 print(
-                    f"{size:>10,} {phase:>6} {figures['seconds']:>8.1f} {figures['peak_mib']:>9.0f} "
-                    f"{figures['bytes'] / 2**20:>11.1f}"
+                    f"{size:>10,} {phase:>6} {figures['seconds']:>8.1f} {figures['cpu_seconds']:>7.1f} "
+                    f"{figures['peak_mib']:>9.0f} "
+                    f"{figures['bytes'] / 2**20:>11.1f} {os.getloadavg()[0]:>9.2f}",
+                    flush=True,
                 )
 
 
@@ -236,15 +253,20 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--lag-samples", type=int, default=20)
     parser.add_argument(
-        "--formats", nargs="+", choices=["json", "xlsx", "csv"], default=["json", "xlsx", "csv"]
+        "--formats",
+        nargs="+",
+        choices=["json", "xlsx", "csv", "submit"],
+        default=["json", "xlsx", "csv", "submit"],
     )
     parser.add_argument("--no-lag", action="store_true")
-    parser.add_argument("--phase", choices=["json", "xlsx", "csv"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=["json", "xlsx", "csv", "submit"], help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         figures = asyncio.run(_phase(args.url, args.phase))
-        figures["peak_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        figures["peak_mib"] = usage.ru_maxrss / 1024
+        figures["cpu_seconds"] = usage.ru_utime + usage.ru_stime
         print(json.dumps(figures))
         return
     build_and_export(args.sizes, args.formats)

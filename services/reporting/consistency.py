@@ -1,18 +1,21 @@
-"""Cross-Party consistency checks (domain §7.3 C6–C9) and the corresponding-adjustments view (§7.1).
+"""Cross-Party consistency checks (domain §7.3 C6–C10) and the corresponding-adjustments view (§7.1).
 
 Both read the read model only. Findings name the rows behind them (Party, action, serial range) so a
-Party can find what to correct; codes are stable (`C6` … `C9`, with a `reason` slug per finding).
+Party can find what to correct; codes are stable (`C6` … `C10`, with a `reason` slug per finding).
 """
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.reporting.aef import holdings_at, iso_instant, quantities, year_bounds
-from services.reporting.models import aef_actions, movements
+from contracts.actions import Purpose
+from contracts.ars import parse_timeframe
+from services.reporting.aef import iso_instant, quantities, year_bounds, year_end
+from services.reporting.models import aef_actions, authorizations, movements, ndc_periods
 
 __all__ = ["CHECKS", "consistency", "corresponding_adjustments"]
 
@@ -21,6 +24,9 @@ CHECKS: dict[str, str] = {
     "C7": "Every First transfer/Transfer by A to B matched by an Acquisition by B from A with the same serials",
     "C8": "No ITMO used or cancelled more than once across all Parties",
     "C9": "Holdings roll forward: H(Y-1) + in - out - used - cancelled = H(Y), per Party",
+    "C10": "Authorization conformity: first-transferred quantity within the authorized quantity, vintage "
+    "within the authorized timeframe, use or cancellation within the authorized purposes, use year within "
+    "the user's NDC period",
 }
 
 _CONSUMING = ("Use", "Cancellation", "Voluntary Cancellation")
@@ -144,8 +150,8 @@ async def consistency(session: AsyncSession, year: int) -> dict[str, Any]:
     )
     c9 = []
     for party in parties:
-        before = sum(h["quantity_tco2e"] for h in await holdings_at(session, party, start))
-        after = sum(h["quantity_tco2e"] for h in await holdings_at(session, party, end))
+        before = sum(h["quantity_tco2e"] for h in await year_end(session, party, year - 1))
+        after = sum(h["quantity_tco2e"] for h in await year_end(session, party, year))
         flows = {"in": 0, "out": 0, "used": 0, "cancelled": 0}
         for row in in_year:
             if row["party"] != party:
@@ -174,11 +180,119 @@ async def consistency(session: AsyncSession, year: int) -> dict[str, Any]:
                     "expected_end": expected,
                 }
             )
+    c10 = await _authorization_conformity(session, year, until_end, in_year)
     return {
         "year": year,
         "parties": parties,
-        "checks": [_check("C6", c6), _check("C7", c7), _check("C8", c8), _check("C9", c9)],
+        "checks": [
+            _check("C6", c6),
+            _check("C7", c7),
+            _check("C8", c8),
+            _check("C9", c9),
+            _check("C10", c10),
+        ],
     }
+
+
+def _purpose(value: Any) -> Purpose | None:
+    try:
+        return Purpose(value)
+    except ValueError:
+        return None
+
+
+def _timeframe(value: Any) -> tuple[int, int] | None:
+    try:
+        return parse_timeframe(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+async def _authorization_conformity(
+    session: AsyncSession, year: int, until_end: Sequence[Any], in_year: Sequence[Any]
+) -> list[dict[str, Any]]:
+    """C10 against each authorization's latest version dated in or before `year` (the terms the Party
+    had set by then). Rows naming an authorization the read model does not hold (another registry's) are
+    C2's concern and skipped here, as are terms a version leaves blank."""
+    terms: dict[tuple[str, str], dict[str, Any]] = {}
+    for party, authorization_id, table2 in (
+        await session.execute(
+            select(authorizations.c.party, authorizations.c.authorization_id, authorizations.c.table2)
+            .where(authorizations.c.authorized_on <= date(year, 12, 31))
+            .order_by(authorizations.c.authorized_on, authorizations.c.version)
+        )
+    ).all():
+        terms[(party, authorization_id)] = table2  # later versions overwrite earlier ones
+    periods: dict[str, list[tuple[int, int]]] = defaultdict(list)
+    for party, first, last in (
+        await session.execute(select(ndc_periods.c.party, ndc_periods.c.first_year, ndc_periods.c.last_year))
+    ).all():
+        periods[party].append((first, last))
+
+    findings: list[dict[str, Any]] = []
+    # Quantity: everything the authorizing Party first transferred under it, up to the end of the year.
+    transferred: dict[tuple[str, str], int] = defaultdict(int)
+    for row in until_end:
+        if row["action_type"] == "First transfer":
+            transferred[(row["party"], row["authorization_id"])] += (
+                row["last_serial"] - row["first_serial"] + 1
+            )
+    for key, units in sorted(transferred.items()):
+        authorized = (terms.get(key) or {}).get("authorized_quantity")
+        if isinstance(authorized, int | float) and units > authorized:
+            findings.append(
+                {
+                    "reason": "over-authorized-quantity",
+                    "party": key[0],
+                    "authorization_id": key[1],
+                    "authorized_quantity": authorized,
+                    "first_transferred": units,
+                }
+            )
+    for row in in_year:
+        table2 = terms.get((row["first_transferring_party"], row["authorization_id"]))
+        kind = row["action_type"]
+        if table2 is not None:
+            timeframe = _timeframe(table2.get("authorized_timeframe"))
+            if kind == "First transfer" and timeframe and not timeframe[0] <= row["vintage"] <= timeframe[1]:
+                findings.append(
+                    {
+                        "reason": "vintage-outside-timeframe",
+                        "authorized_timeframe": table2["authorized_timeframe"],
+                        "rows": [_block(row)],
+                    }
+                )
+            purpose = _purpose(table2.get("purposes_for_authorization"))
+            towards_ndc = kind == "Use" and row["ndc_use_year"] is not None
+            for_oimp = row["purpose_oimp"] is not None and (
+                kind in ("Use", "Cancellation")
+                or (kind == "First transfer" and row["action_subtype"] == "Use or cancellation")
+            )
+            if purpose is not None and (
+                (towards_ndc and not purpose.covers_ndc) or (for_oimp and not purpose.covers_oimp)
+            ):
+                findings.append(
+                    {
+                        "reason": "purpose-not-authorized",
+                        "purposes_for_authorization": purpose.value,
+                        "rows": [_block(row)],
+                    }
+                )
+        user_periods = periods.get(row["party"], [])
+        if (
+            kind == "Use"
+            and row["ndc_use_year"] is not None
+            and user_periods
+            and not any(first <= row["ndc_use_year"] <= last for first, last in user_periods)
+        ):
+            findings.append(
+                {
+                    "reason": "use-year-outside-ndc-period",
+                    "ndc_use_year": row["ndc_use_year"],
+                    "rows": [_block(row)],
+                }
+            )
+    return findings
 
 
 async def corresponding_adjustments(session: AsyncSession, party: str, year: int) -> dict[str, Any]:

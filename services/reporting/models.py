@@ -10,7 +10,10 @@ Alembic compares them with migrations/versions/0002_read_model.py.
   application order: holdings at any instant are repainted from them (domain §5.5).
 - `authorizations`: one row per authorization version with its Table 2 row (domain §5.3).
 - `entities`: authorized entities (Table 5); `ndc_periods`: the Parties' NDC implementation periods.
-- `submissions`: frozen AEF versions, as the canonical JSON bytes served back unchanged.
+- `submissions` and `submission_chunks`: frozen AEF versions, as the canonical JSON bytes served back
+  unchanged, stored in chunks of at most 1 MiB.
+- `year_end_holdings` and `year_end_holding_rows`: Table 4 of closed years, frozen (derived: a rebuild of
+  the read model drops them with the rest).
 - `sections` (with the confidentiality designations) and `cooperative_approaches`: for the public register.
 """
 
@@ -20,6 +23,7 @@ from sqlalchemy import (
     Column,
     Date,
     DateTime,
+    ForeignKeyConstraint,
     Index,
     Integer,
     LargeBinary,
@@ -43,7 +47,10 @@ __all__ = [
     "movements",
     "ndc_periods",
     "sections",
+    "submission_chunks",
     "submissions",
+    "year_end_holding_rows",
+    "year_end_holdings",
 ]
 
 metadata = MetaData()
@@ -166,7 +173,51 @@ submissions = Table(
     Column("minor", Integer, primary_key=True),
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("submitted_by", String(200), nullable=False),
-    Column("body", LargeBinary, nullable=False),
+    Column("size", BigInteger, nullable=False),
+)
+
+#: The bytes of a frozen version, in order (`seq` from 0): written as the tables stream, so a large
+#: Party-year is never one value in memory; their concatenation is the canonical JSON served back.
+submission_chunks = Table(
+    "submission_chunks",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("major", Integer, primary_key=True),
+    Column("minor", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("bytes", LargeBinary, nullable=False),
+    ForeignKeyConstraint(
+        ["party", "year", "major", "minor"],
+        ["submissions.party", "submissions.year", "submissions.major", "submissions.minor"],
+        name="fk_submission_chunks_submission",
+    ),
+)
+
+#: Table 4 of a closed year, frozen when a submission of that year first needs it once no later movement
+#: can still be dated inside the year (docs/reporting.md, "Year-end holdings"); `holding_count` rows follow
+#: in `year_end_holding_rows`, in Table 4 order.
+year_end_holdings = Table(
+    "year_end_holdings",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("taken_at", DateTime(timezone=True), nullable=False),
+    Column("holding_count", Integer, nullable=False),
+)
+
+year_end_holding_rows = Table(
+    "year_end_holding_rows",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("year", Integer, primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("holding", JSON, nullable=False),
+    ForeignKeyConstraint(
+        ["party", "year"],
+        ["year_end_holdings.party", "year_end_holdings.year"],
+        name="fk_year_end_holding_rows_snapshot",
+    ),
 )
 
 #: Party sections as party_sections last published them: registry id, status and the confidentiality

@@ -4,21 +4,25 @@ totals and submitted AEF versions, without the fields a Party designated confide
 Designations are the Party's current ones (`sections.confidential_fields`, from party_sections' events),
 applied to everything shown, earlier submissions included: designating a field hides it everywhere at
 once. A designated field is removed (its key absent), never blanked, so no value and no shape leaks.
-Totals that sum a designated quantity column are left out too.
+Totals that sum a designated quantity column are left out too. Lists are keyset-paginated like the rest
+of the API (`?limit=&cursor=` → `next_cursor`); a submitted version streams from its stored chunks.
 """
 
-import json
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import JSONResponse
-from sqlalchemy import func, select
+from fastapi.responses import JSONResponse, StreamingResponse
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kit.errors import NotFound
+from contracts.pagination import DEFAULT_LIMIT
+from kit.pagination import CursorQuery, LimitQuery, encode_cursor
 from services.reporting.aef import holdings_at, iso_instant, quantities
+from services.reporting.exports import Pieces
+from services.reporting.frozen import document_chunks, frozen_chunks, frozen_pieces
 from services.reporting.models import (
     aef_actions,
     authorizations,
@@ -26,9 +30,9 @@ from services.reporting.models import (
     sections,
     submissions,
 )
-from services.reporting.service import parse_version
+from services.reporting.service import ReportingService, snapshot, typed_cursor
 
-__all__ = ["confidential_fields", "public_router", "strip"]
+__all__ = ["confidential_fields", "public_router"]
 
 public_router = APIRouter(prefix="/v1/public", tags=["public register"])
 
@@ -52,52 +56,74 @@ def _without(row: dict[str, Any], hidden: set[str]) -> dict[str, Any]:
     return {key: value for key, value in row.items() if key not in hidden}
 
 
-def strip(tables: dict[str, Any], hidden: dict[str, set[str]]) -> dict[str, Any]:
-    """The AEF tables without the designated fields."""
-    out: dict[str, Any] = {}
-    for table, rows in tables.items():
-        keys = hidden.get(table, set())
-        out[table] = _without(rows, keys) if isinstance(rows, dict) else [_without(r, keys) for r in rows]
-    return out
+def _next_cursor(rows: Sequence[Any], limit: int, fields: Iterable[str]) -> str | None:
+    """The cursor after the page's last row, when the `limit + 1`th row says another page exists."""
+    if len(rows) <= limit:
+        return None
+    return encode_cursor({name: rows[limit - 1][index] for index, name in enumerate(fields)})
 
 
 @public_router.get("/cooperative-approaches")
-async def public_cooperative_approaches(request: Request) -> JSONResponse:
-    """Every cooperative approach the registry knows: id, name, participating Parties."""
+async def public_cooperative_approaches(
+    request: Request, limit: LimitQuery = DEFAULT_LIMIT, cursor: CursorQuery = None
+) -> JSONResponse:
+    """Every cooperative approach the registry knows: id, name, participating Parties (by id)."""
+    after = typed_cursor(cursor, {"ca_id": str})
+    query = (
+        select(cooperative_approaches.c.ca_id, cooperative_approaches.c.data)
+        .order_by(cooperative_approaches.c.ca_id)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(cooperative_approaches.c.ca_id > after["ca_id"])
     async with request.app.state.db.read() as session:
-        rows = (
-            await session.execute(
-                select(cooperative_approaches.c.data).order_by(cooperative_approaches.c.ca_id)
-            )
-        ).scalars()
-        items = [
-            {"ca_id": d["ca_id"], "name": d.get("name"), "participants": d.get("participants", [])}
-            for d in rows
-        ]
-    return JSONResponse({"items": items, "next_cursor": None})
+        rows = (await session.execute(query)).all()
+    items = [
+        {"ca_id": d["ca_id"], "name": d.get("name"), "participants": d.get("participants", [])}
+        for _, d in rows[:limit]
+    ]
+    return JSONResponse({"items": items, "next_cursor": _next_cursor(rows, limit, ("ca_id",))})
+
+
+_AUTHORIZATION_KEY = {"party": str, "authorization_id": str, "version": int}
 
 
 @public_router.get("/authorizations")
 async def public_authorizations(
-    request: Request, party: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None
+    request: Request,
+    party: Annotated[str | None, Query(pattern=r"^[A-Z]{3}$")] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> JSONResponse:
-    """Every authorization version (AEF Table 2 rows) without the Party's confidential fields."""
+    """Every authorization version (AEF Table 2 rows) without the Party's confidential fields, by Party,
+    authorization and version."""
+    after = typed_cursor(cursor, _AUTHORIZATION_KEY)
+    key = tuple_(*(authorizations.c[name] for name in _AUTHORIZATION_KEY))
+    query = (
+        select(*key.clauses, authorizations.c.status, authorizations.c.table2)
+        .order_by(*key.clauses)
+        .limit(limit + 1)
+    )
+    if party is not None:
+        query = query.where(authorizations.c.party == party)
+    if after is not None:
+        query = query.where(key > tuple(after[name] for name in _AUTHORIZATION_KEY))
     async with request.app.state.db.read() as session:
-        query = select(authorizations.c.party, authorizations.c.status, authorizations.c.table2).order_by(
-            authorizations.c.party, authorizations.c.authorization_id, authorizations.c.version
-        )
-        if party is not None:
-            query = query.where(authorizations.c.party == party)
         rows = (await session.execute(query)).all()
-        hidden = {p: (await confidential_fields(session, p))["authorizations"] for p in {r[0] for r in rows}}
-    items = [{"party": p, "status": status, **_without(table2, hidden[p])} for p, status, table2 in rows]
-    return JSONResponse({"items": items, "next_cursor": None})
+        hidden = {
+            p: (await confidential_fields(session, p))["authorizations"] for p in {r[0] for r in rows[:limit]}
+        }
+    items = [
+        {"party": p, "status": status, **_without(table2, hidden[p])}
+        for p, _, _, status, table2 in rows[:limit]
+    ]
+    return JSONResponse({"items": items, "next_cursor": _next_cursor(rows, limit, _AUTHORIZATION_KEY)})
 
 
 @public_router.get("/parties/{party}/totals")
 async def public_totals(request: Request, party: PartyPath) -> JSONResponse:
     """Per-Party totals (t CO2 eq): holdings now, and every AEF action type reported so far."""
-    async with request.app.state.db.read() as session:
+    async with snapshot(request.app.state.db) as session:  # the totals and the holdings agree
         hidden = await confidential_fields(session, party)
         by_type: dict[str, int | float] = defaultdict(int)
         count = func.sum(aef_actions.c.last_serial - aef_actions.c.first_serial + 1)
@@ -125,45 +151,48 @@ async def public_totals(request: Request, party: PartyPath) -> JSONResponse:
 
 
 @public_router.get("/aef/{party}/{year}/submissions")
-async def public_submissions(request: Request, party: PartyPath, year: YearPath) -> JSONResponse:
-    """The submitted versions of a Party-year."""
+async def public_submissions(
+    request: Request,
+    party: PartyPath,
+    year: YearPath,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> JSONResponse:
+    """The submitted versions of a Party-year, oldest first."""
+    after = typed_cursor(cursor, {"major": int, "minor": int})
+    query = (
+        select(submissions.c.major, submissions.c.minor, submissions.c.submitted_at)
+        .where(submissions.c.party == party, submissions.c.year == year)
+        .order_by(submissions.c.major, submissions.c.minor)
+        .limit(limit + 1)
+    )
+    if after is not None:
+        query = query.where(
+            tuple_(submissions.c.major, submissions.c.minor) > (after["major"], after["minor"])
+        )
     async with request.app.state.db.read() as session:
-        rows = (
-            await session.execute(
-                select(submissions.c.major, submissions.c.minor, submissions.c.submitted_at)
-                .where(submissions.c.party == party, submissions.c.year == year)
-                .order_by(submissions.c.major, submissions.c.minor)
-            )
-        ).all()
+        rows = (await session.execute(query)).all()
     items = [
         {"party": party, "year": year, "version": f"{major}.{minor}", "submitted_at": iso_instant(at)}
-        for major, minor, at in rows
+        for major, minor, at in rows[:limit]
     ]
-    return JSONResponse({"items": items, "next_cursor": None})
+    return JSONResponse({"items": items, "next_cursor": _next_cursor(rows, limit, ("major", "minor"))})
+
+
+async def _stripped(pieces: Pieces, hidden: dict[str, set[str]]) -> Pieces:
+    async for table, rows in pieces:
+        keys = hidden.get(table, set())
+        yield table, [_without(row, keys) for row in rows]
 
 
 @public_router.get("/aef/{party}/{year}/submissions/{version}")
 async def public_submission(
     request: Request, party: PartyPath, year: YearPath, version: Annotated[str, Path(max_length=20)]
-) -> JSONResponse:
-    """A submitted version without the Party's confidential fields."""
-    major, minor = parse_version(version)
-    async with request.app.state.db.read() as session:
-        body = (
-            await session.execute(
-                select(submissions.c.body).where(
-                    submissions.c.party == party,
-                    submissions.c.year == year,
-                    submissions.c.major == major,
-                    submissions.c.minor == minor,
-                )
-            )
-        ).scalar_one_or_none()
-        if body is None:
-            raise NotFound(
-                f"{party} has no AEF submission {version} for {year}.", slug="submission-not-found"
-            )
+) -> StreamingResponse:
+    """A submitted version without the Party's confidential fields, streamed as its chunks are read."""
+    db = request.app.state.db
+    key = (await ReportingService.frozen(db, party, year, version)).key
+    async with db.read() as session:
         hidden = await confidential_fields(session, party)
-    document = json.loads(bytes(body))
-    document["tables"] = strip(document["tables"], hidden)
-    return JSONResponse(document)
+    head, pieces = await frozen_pieces(frozen_chunks(db, key))
+    return StreamingResponse(document_chunks(head, _stripped(pieces, hidden)), media_type="application/json")

@@ -1,12 +1,13 @@
 """HTTP routes of the reporting service (thin: parse, authorize, call the service, answer)."""
 
-import json
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from contracts.pagination import DEFAULT_LIMIT
 from kit.auth import CurrentPrincipal
+from kit.pagination import CursorQuery, LimitQuery
 from services.reporting.exports import export_response
 from services.reporting.service import ReportingService
 
@@ -45,18 +46,29 @@ async def aef(
 
 @router.post("/aef/{party}/{year}/submissions", status_code=201)
 async def submit(request: Request, principal: CurrentPrincipal, party: PartyPath, year: YearPath) -> Response:
-    """Freeze the current tables as the next version (1.0, 1.1, ...)."""
-    version, body = await _service(request).submit(principal, party, year)
-    location = f"/v1/reports/aef/{party}/{year}/submissions/{version}"
-    return Response(body, status_code=201, media_type="application/json", headers={"Location": location})
+    """Freeze the current tables as the next version (1.0, 1.1, ...); answers its bytes, as stored."""
+    service = _service(request)
+    frozen = await service.submit(principal, party, year)
+    location = f"/v1/reports/aef/{party}/{year}/submissions/{frozen.version}"
+    return StreamingResponse(
+        service.frozen_bytes(frozen.key),
+        status_code=201,
+        media_type="application/json",
+        headers={"Location": location, "Content-Length": str(frozen.size)},
+    )
 
 
 @router.get("/aef/{party}/{year}/submissions")
 async def submissions(
-    request: Request, principal: CurrentPrincipal, party: PartyPath, year: YearPath
+    request: Request,
+    principal: CurrentPrincipal,
+    party: PartyPath,
+    year: YearPath,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
 ) -> JSONResponse:
     """The frozen versions of a Party-year, oldest first."""
-    return JSONResponse(await _service(request).submissions(principal, party, year))
+    return JSONResponse(await _service(request).submissions(principal, party, year, limit, cursor))
 
 
 @router.get("/aef/{party}/{year}/submissions/{version}")
@@ -68,12 +80,17 @@ async def submission(
     version: Annotated[str, Path(max_length=20)],
     format: Format = "json",
 ) -> Response:
-    """A frozen version: the same bytes every time (JSON), or its export."""
-    body = await _service(request).submission(principal, party, year, version)
+    """A frozen version: the same bytes every time (JSON, streamed as stored), or its export."""
+    service = _service(request)
+    frozen = await service.submission(principal, party, year, version)
     if format == "json":
-        return Response(body, media_type="application/json")
-    tables = json.loads(body)["tables"]
-    return await export_response(tables, format, f"AEF_{party}_{year}_v{version}")
+        return StreamingResponse(
+            service.frozen_bytes(frozen.key),
+            media_type="application/json",
+            headers={"Content-Length": str(frozen.size)},
+        )
+    _, pieces = await service.frozen_pieces(frozen.key)
+    return await export_response(pieces, format, f"AEF_{party}_{year}_v{version}")
 
 
 @router.get("/consistency/{year}")

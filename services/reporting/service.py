@@ -2,24 +2,44 @@
 
 import json
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import Response
-from sqlalchemy import func, insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select, tuple_
+from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from contracts.pagination import DEFAULT_LIMIT
 from contracts.roles import Role
 from kit.auth import Principal
 from kit.db import Database
 from kit.errors import BadRequest, Conflict, Forbidden, NotFound
-from services.reporting.aef import build_tables, iter_actions
+from kit.pagination import decode_cursor, encode_cursor
+from services.reporting.aef import build_tables, freeze_year_end, iter_actions
 from services.reporting.consistency import consistency, corresponding_adjustments
-from services.reporting.exports import export_response
+from services.reporting.exports import Pieces, export_response, table_pieces
+from services.reporting.frozen import (
+    FrozenWriter,
+    canonical_json,
+    document_chunks,
+    frozen_chunks,
+    frozen_pieces,
+)
 from services.reporting.models import authorizations, entities, submissions
 from services.reporting.validation import CODES, parse_json, parse_xlsx, validate
 
-__all__ = ["ReportingService", "canonical_json", "may_read", "parse_version"]
+__all__ = [
+    "Frozen",
+    "ReportingService",
+    "canonical_json",
+    "may_read",
+    "parse_version",
+    "snapshot",
+    "typed_cursor",
+]
 
 _PARTY_READERS = frozenset(
     {Role.PARTY_ADMIN, Role.AUTHORIZING_OFFICIAL, Role.INITIATOR, Role.APPROVER, Role.VIEWER, Role.AUDITOR}
@@ -34,9 +54,42 @@ def may_read(principal: Principal, party: str) -> bool:
     return principal.party == party and bool(principal.roles & _PARTY_READERS)
 
 
-def canonical_json(value: Any) -> bytes:
-    """The bytes a frozen version is stored and served as: keys in AEF order, no spaces, UTF-8."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+@asynccontextmanager
+async def snapshot(db: Database, *, write: bool = False) -> AsyncIterator[AsyncSession]:
+    """A transaction whose statements all see one snapshot, so the parts of one report agree (an action
+    committing mid-build shows in both Table 3 and Table 4, or in neither).
+
+    PostgreSQL: REPEATABLE READ (READ ONLY unless `write`), set before the first statement; at the
+    default READ COMMITTED every statement would see its own snapshot. SQLite needs nothing: a read
+    transaction keeps the snapshot of its first read (WAL), and a write transaction holds the write lock.
+    """
+    async with db.transaction() if write else db.read() as session:
+        if db.dialect == "postgresql":
+            options: dict[str, Any] = {"isolation_level": "REPEATABLE READ", "postgresql_readonly": not write}
+            await session.connection(execution_options=options)
+        yield session
+
+
+def _submission_key(party: str, year: int, major: int, minor: int) -> dict[str, Any]:
+    return {"party": party, "year": year, "major": major, "minor": minor}
+
+
+def typed_cursor(cursor: str | None, fields: dict[str, type]) -> dict[str, Any] | None:
+    """`decode_cursor` with each field's type checked too: a forged cursor is a 400, never a query that
+    compares a text column with a number."""
+    after = decode_cursor(cursor, fields=tuple(fields))
+    if after is not None and not all(type(after[name]) is kind for name, kind in fields.items()):
+        raise BadRequest("The cursor is not one this list issued.", slug="invalid-cursor")
+    return after
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """A stored version: its number, its key in `submissions`, its size in bytes (its Content-Length)."""
+
+    version: str
+    key: dict[str, Any]
+    size: int
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -55,38 +108,41 @@ class ReportingService:
         if not may_read(principal, party):
             raise Forbidden(f"The AEF of {party} is for {party}, the Secretariat and auditors.")
 
+    async def _report_chunks(
+        self, session: AsyncSession, party: str, year: int, version: str | None, submitted_on: str | None
+    ) -> AsyncIterator[bytes]:
+        """The report as canonical JSON chunks, Table 3 streamed from a server-side cursor; `version` and
+        `submitted_on` fill Table 1 of a frozen version."""
+        tables = await build_tables(session, party, year, actions=False)
+        tables["submission"]["version"] = version
+        tables["submission"]["date_of_submission"] = submitted_on
+        pieces = table_pieces(tables, iter_actions(session, party, year))
+        async for chunk in document_chunks({"party": party, "year": year, "version": version}, pieces):
+            yield chunk
+
     async def report_chunks(self, party: str, year: int) -> AsyncIterator[bytes]:
-        """The live report as canonical JSON, Table 3 streamed from a server-side cursor (call
-        `require_reader` first: by the time this runs the response has started)."""
-        async with self.db.read() as session:
-            tables = await build_tables(session, party, year, actions=False)
-            yield canonical_json({"party": party, "year": year, "version": None})[:-1] + b',"tables":{'
-            yield b'"submission":' + canonical_json(tables["submission"])
-            yield b',"authorizations":' + canonical_json(tables["authorizations"]) + b',"actions":['
-            separator = b""
-            async for batch in iter_actions(session, party, year):
-                if batch:
-                    yield separator + b",".join(canonical_json(row) for row in batch)
-                    separator = b","
-            yield b'],"holdings":' + canonical_json(tables["holdings"])
-            yield b',"authorized_entities":' + canonical_json(tables["authorized_entities"]) + b"}}"
+        """The live report (call `require_reader` first: by the time this runs the response has started)."""
+        async with snapshot(self.db) as session:
+            async for chunk in self._report_chunks(session, party, year, None, None):
+                yield chunk
 
     async def export(self, principal: Principal, party: str, year: int, format: str) -> Response:
         """The live AEF as a file (XLSX or a zip of CSVs), Table 3 streamed into the writer."""
         self.require_reader(principal, party)
-        async with self.db.read() as session:
+        async with snapshot(self.db) as session:
             tables = await build_tables(session, party, year, actions=False)
             return await export_response(
-                tables, format, f"AEF_{party}_{year}", iter_actions(session, party, year)
+                table_pieces(tables, iter_actions(session, party, year)), format, f"AEF_{party}_{year}"
             )
 
-    async def submit(self, principal: Principal, party: str, year: int) -> tuple[str, bytes]:
-        """Freeze the current tables as the next version (1.0, then 1.1, 1.2, ...)."""
+    async def submit(self, principal: Principal, party: str, year: int) -> Frozen:
+        """Freeze the current tables as the next version (1.0, then 1.1, 1.2, ...): its bytes are stored
+        in chunks as the tables stream, inside the transaction that claims the version."""
         if principal.party != party or not principal.has(Role.PARTY_ADMIN):
             raise Forbidden(f"Only a party_admin of {party} submits its AEF.")
         now = datetime.now(UTC)
         try:
-            async with self.db.transaction() as session:
+            async with snapshot(self.db, write=True) as session:
                 last = (
                     await session.execute(
                         select(submissions.c.major, submissions.c.minor)
@@ -97,43 +153,52 @@ class ReportingService:
                 ).first()
                 major, minor = (1, 0) if last is None else (last[0], last[1] + 1)
                 version = f"{major}.{minor}"
-                tables = await build_tables(session, party, year)
-                tables["submission"]["version"] = version
-                tables["submission"]["date_of_submission"] = now.date().isoformat()
-                body = canonical_json({"party": party, "year": year, "version": version, "tables": tables})
-                await session.execute(
-                    insert(submissions).values(
-                        party=party,
-                        year=year,
-                        major=major,
-                        minor=minor,
-                        submitted_at=now,
-                        submitted_by=principal.client_id,
-                        body=body,
-                    )
-                )
-        except IntegrityError as exc:  # another submission of the same Party-year took this version
+                key = _submission_key(party, year, major, minor)
+                writer = FrozenWriter(session, key)
+                await writer.claim(now, principal.client_id)
+                await freeze_year_end(session, party, year, now)  # a closed year's Table 4, once and for all
+                async for chunk in self._report_chunks(session, party, year, version, now.date().isoformat()):
+                    await writer.write(chunk)
+                await writer.close()
+        except (IntegrityError, DBAPIError) as exc:
+            # Another submission of the same Party-year took this version: a unique violation, or on
+            # PostgreSQL's REPEATABLE READ possibly a serialization failure.
+            if not isinstance(exc, IntegrityError) and getattr(exc.orig, "sqlstate", None) != "40001":
+                raise
             raise Conflict(
                 f"Another submission of {party} {year} was being frozen; try again.", slug="submission-race"
             ) from exc
-        return version, body
+        return Frozen(version, key, writer.size)
 
-    async def submissions(self, principal: Principal, party: str, year: int) -> dict[str, Any]:
+    async def submissions(
+        self,
+        principal: Principal,
+        party: str,
+        year: int,
+        limit: int = DEFAULT_LIMIT,
+        cursor: str | None = None,
+    ) -> dict[str, Any]:
+        """The frozen versions of a Party-year, oldest first, a page at a time."""
         self.require_reader(principal, party)
+        after = typed_cursor(cursor, {"major": int, "minor": int})
+        query = (
+            select(
+                submissions.c.major,
+                submissions.c.minor,
+                submissions.c.submitted_at,
+                submissions.c.submitted_by,
+                submissions.c.size,
+            )
+            .where(submissions.c.party == party, submissions.c.year == year)
+            .order_by(submissions.c.major, submissions.c.minor)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(submissions.c.major, submissions.c.minor) > (after["major"], after["minor"])
+            )
         async with self.db.read() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        submissions.c.major,
-                        submissions.c.minor,
-                        submissions.c.submitted_at,
-                        submissions.c.submitted_by,
-                        func.length(submissions.c.body),
-                    )
-                    .where(submissions.c.party == party, submissions.c.year == year)
-                    .order_by(submissions.c.major, submissions.c.minor)
-                )
-            ).all()
+            rows = (await session.execute(query)).all()
         return {
             "items": [
                 {
@@ -144,36 +209,51 @@ class ReportingService:
                     "submitted_by": by,
                     "size": size,
                 }
-                for major, minor, at, by, size in rows
+                for major, minor, at, by, size in rows[:limit]
             ],
-            "next_cursor": None,
+            "next_cursor": (
+                encode_cursor({"major": rows[limit - 1][0], "minor": rows[limit - 1][1]})
+                if len(rows) > limit
+                else None
+            ),
         }
 
-    async def submission(self, principal: Principal, party: str, year: int, version: str) -> bytes:
+    async def submission(self, principal: Principal, party: str, year: int, version: str) -> Frozen:
+        """A frozen version the principal may read (404 if there is none)."""
         self.require_reader(principal, party)
+        return await self.frozen(self.db, party, year, version)
+
+    @staticmethod
+    async def frozen(db: Database, party: str, year: int, version: str) -> Frozen:
         major, minor = parse_version(version)
-        async with self.db.read() as session:
-            body = (
+        key = _submission_key(party, year, major, minor)
+        async with db.read() as session:
+            size = (
                 await session.execute(
-                    select(submissions.c.body).where(
-                        submissions.c.party == party,
-                        submissions.c.year == year,
-                        submissions.c.major == major,
-                        submissions.c.minor == minor,
+                    select(submissions.c.size).where(
+                        *(submissions.c[name] == value for name, value in key.items())
                     )
                 )
             ).scalar_one_or_none()
-        if body is None:
+        if size is None:
             raise NotFound(
                 f"{party} has no AEF submission {version} for {year}.", slug="submission-not-found"
             )
-        return bytes(body)
+        return Frozen(f"{major}.{minor}", key, size)
+
+    def frozen_bytes(self, key: dict[str, Any]) -> AsyncIterator[bytes]:
+        """A frozen version's bytes, exactly as stored."""
+        return frozen_chunks(self.db, key)
+
+    async def frozen_pieces(self, key: dict[str, Any]) -> tuple[dict[str, Any], Pieces]:
+        """A frozen version's head and tables, parsed as its chunks are read."""
+        return await frozen_pieces(frozen_chunks(self.db, key))
 
     async def consistency(self, principal: Principal, year: int) -> dict[str, Any]:
         """C6–C9 across every Party: the Secretariat and auditors not limited to one Party."""
         if principal.party is not None or not (principal.roles & _SECRETARIAT_READERS):
             raise Forbidden("Cross-Party consistency checks are for secretariat_admin and auditors.")
-        async with self.db.read() as session:
+        async with snapshot(self.db) as session:
             return await consistency(session, year)
 
     async def corresponding_adjustments(self, principal: Principal, party: str, year: int) -> dict[str, Any]:

@@ -158,3 +158,50 @@ def test_validation_never_raises_on_odd_values() -> None:
         results = validate(tables)
         assert all(r["code"].startswith(("C1", "C2", "C3", "C4")) for r in results)
     assert parse_json([1, 2])[1][0]["code"] == "C1-08"
+
+
+def test_a_table_3_row_has_the_aef_keys_in_order_and_the_conditional_cells_of_its_type() -> None:
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from contracts.aef import AEF_COLUMNS
+    from services.reporting.aef import action_row, iso_instant
+
+    source = _row(1, 10, party="GHA") | {
+        "action_at": datetime(2025, 3, 3, 10, 15, 0, 123999, tzinfo=UTC),
+        "action_type": "Use",
+        "action_subtype": None,
+        "registry_id": "GHA01",
+        "first_transferring_party": "GHA",
+        "vintage": 2024,
+        "authorization_id": "GH-AUTH-7",
+        "metric": "GHG",
+        "mitigation_type": "Emission reductions",
+        "applicable_gwp_values": None,
+        "applicable_non_ghg_metric": None,
+        "conversion_factor": None,
+        "transferring_party_id": "CHE",
+        "acquiring_party_id": "CHE",
+        "purpose_oimp": "CORSIA",
+        "using_cancelling_party_id": "GHA",
+        "using_cancelling_entity_id": "GH-AIRLINE-1",
+        "ndc_use_year": None,
+    }
+    row = action_row(source)
+    assert tuple(row) == AEF_COLUMNS["actions"]
+    assert row["action_date"] == "2025-03-03T10:15:00.123Z"
+    assert (row["transferring_party_id"], row["acquiring_party_id"]) == (None, None)  # not for a Use
+    assert (row["purpose_oimp"], row["using_cancelling_entity_id"]) == ("CORSIA", "GH-AIRLINE-1")
+    towards_ndc = action_row(source | {"ndc_use_year": 2025})
+    assert tuple(towards_ndc) == AEF_COLUMNS["actions"]
+    assert [towards_ndc[k] for k in ("purpose_oimp", "using_cancelling_party_id", "ndc_use_year")] == [
+        None,
+        None,
+        2025,
+    ]
+    acquisition = action_row(source | {"action_type": "Acquisition"})
+    assert (acquisition["transferring_party_id"], acquisition["purpose_oimp"]) == ("CHE", None)
+    # Any offset, or none (taken as UTC), prints as UTC with milliseconds.
+    assert iso_instant(datetime(2025, 1, 1, 1, 0, 0, 5000, tzinfo=timezone(timedelta(hours=2)))) == (
+        "2024-12-31T23:00:00.005Z"
+    )
+    assert iso_instant(datetime(2025, 1, 1)) == "2025-01-01T00:00:00.000Z"
