@@ -96,6 +96,7 @@ class Outbox:
         self.producer = producer
         self.outbox = outbox
         self.relay_table = relay
+        self._insert = insert(outbox)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -119,14 +120,15 @@ class Outbox:
             data=data,
         )
         await session.execute(
-            insert(self.outbox).values(
-                event_id=str(event.id),
-                type=event.type,
-                schema_version=event.schema_version,
-                occurred_at=event.time,
-                party=event.party,
-                payload=event.data,
-            )
+            self._insert,
+            {
+                "event_id": str(event.id),
+                "type": event.type,
+                "schema_version": event.schema_version,
+                "occurred_at": event.time,
+                "party": event.party,
+                "payload": event.data,
+            },
         )
         return event
 

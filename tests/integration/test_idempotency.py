@@ -298,3 +298,74 @@ def test_fingerprint_covers_method_and_path() -> None:
     assert request_fingerprint("POST", "/v1/a", BODY) != request_fingerprint("POST", "/v1/b", BODY)
     assert request_fingerprint("POST", "/v1/a", BODY) != request_fingerprint("PUT", "/v1/a", BODY)
     assert request_fingerprint("POST", "/v1/a", {"q": 1}) != request_fingerprint("POST", "/v1/a", {"q": "1"})
+
+
+# ---- claims inside the effect's own write transaction (`claim_within`, the ledger's hot path) -------------
+
+
+async def _execute_within(
+    store: IdempotencyStore, outbox: Outbox, *, key: str = "key-w", fp: str = FP, hold: float = 0.0
+) -> Claim | StoredAnswer:
+    """Claim, publish the effect and store the answer in one transaction (optionally held open a while)."""
+    async with store.db.connect() as connection:
+        claim = await store.claim_within(connection, CLIENT, key, fp)
+        if isinstance(claim, StoredAnswer):
+            return claim
+        await outbox.publish(connection, "transfer.done", {"by": claim.owner})
+        await asyncio.sleep(hold)
+        await claim.complete(connection, 201, {"id": claim.owner})
+        return claim
+
+
+async def test_a_claim_within_replays_and_refuses_another_request(
+    store: IdempotencyStore, outbox: Outbox
+) -> None:
+    first = await _execute_within(store, outbox)
+    assert isinstance(first, Claim) and first.within
+    for _ in range(2):
+        assert await _execute_within(store, outbox) == StoredAnswer(201, {"id": first.owner})
+    other = request_fingerprint("POST", "/v1/transfers", {**BODY, "quantity": 101})
+    with pytest.raises(Unprocessable):
+        await _execute_within(store, outbox, fp=other)
+    assert await _effects(outbox.db) == 1
+
+
+async def test_a_claim_within_rolls_back_with_its_effect(store: IdempotencyStore, outbox: Outbox) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.db.connect() as connection:
+            claim = await store.claim_within(connection, CLIENT, "key-r", FP)
+            assert isinstance(claim, Claim)
+            await outbox.publish(connection, "transfer.done", {"by": claim.owner})
+            raise RuntimeError("crash before commit")
+    assert await _effects(outbox.db) == 0
+    again = await _execute_within(store, outbox, key="key-r")  # nothing to release: the retry runs afresh
+    assert isinstance(again, Claim)
+    assert await _effects(outbox.db) == 1
+
+
+async def test_concurrent_claims_within_commit_the_effect_once(
+    store: IdempotencyStore, outbox: Outbox, backend: str
+) -> None:
+    results = await asyncio.gather(
+        *(_execute_within(store, outbox, key="key-c", hold=0.05) for _ in range(8)), return_exceptions=True
+    )
+    claims = [r for r in results if isinstance(r, Claim)]
+    replays = [r for r in results if isinstance(r, StoredAnswer)]
+    refused = [r for r in results if isinstance(r, Conflict)]
+    assert len(claims) == 1, results
+    assert len(claims) + len(replays) + len(refused) == 8, results
+    assert all(r.status == 409 and r.headers.get("Retry-After") for r in refused)
+    assert all(r == StoredAnswer(201, {"id": claims[0].owner}) for r in replays)
+    if backend == "postgres":  # the advisory lock answers 409 at once rather than queueing the retry
+        assert refused, results
+    assert await _effects(outbox.db) == 1
+
+
+async def test_a_claim_within_treats_a_live_claim_of_the_other_kind_as_in_flight(
+    store: IdempotencyStore, outbox: Outbox
+) -> None:
+    legacy = await _claim(store, key="key-l")
+    with pytest.raises(Conflict):
+        await _execute_within(store, outbox, key="key-l")
+    await _execute(legacy, outbox)
+    assert isinstance(await _execute_within(store, outbox, key="key-l"), StoredAnswer)
