@@ -12,6 +12,10 @@ from kit.app import create_app as create_service_app
 from kit.idempotency import IdempotencyStore
 from services.transactions.config import Settings
 from services.transactions.directory import Directory
+from services.transactions.interregistry.relay import InboxRelay
+from services.transactions.interregistry.router import router as interregistry_router
+from services.transactions.interregistry.service import Interregistry
+from services.transactions.interregistry.signing import IrSigner
 from services.transactions.journal import JournalSealer
 from services.transactions.models import idempotency_keys, metadata
 from services.transactions.router import internal_router, router
@@ -38,9 +42,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     async def start(app: FastAPI) -> None:
         app.state.sealer.start()
         app.state.directory.start(settings.directory_follow_seconds)
+        app.state.inbox_relay.start(settings.irx_relay_seconds)
         app.state.sweeper = asyncio.create_task(_sweep(app.state.ledgers, settings.approval_sweep_seconds))
 
     async def stop(app: FastAPI) -> None:
+        await app.state.inbox_relay.stop()
         app.state.sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await app.state.sweeper
@@ -73,5 +79,10 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.sealer,
         approval_timeout=timedelta(seconds=settings.approval_timeout_seconds),
         directory=app.state.directory,
+    )
+    app.include_router(interregistry_router)
+    app.state.inbox_relay = InboxRelay(db, IrSigner(settings))
+    app.state.interregistry = Interregistry(
+        db, app.state.outbox, app.state.peers, app.state.inbox_relay, settings
     )
     return app

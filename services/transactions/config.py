@@ -1,7 +1,10 @@
 """Settings of the transactions service (`REGISTRY_*`, `REGISTRY_TRANSACTIONS_*`)."""
 
-from pydantic import Field
+from pathlib import Path
 
+from pydantic import Field, SecretStr, model_validator
+
+from contracts.interregistry import IrxEnvironment
 from kit.config import ServiceSettings
 
 __all__ = ["Settings"]
@@ -35,3 +38,35 @@ class Settings(ServiceSettings):
         description="Cached lookups are used only while the feed was read to its end this recently",
     )
     directory_ttl_seconds: float = Field(default=60.0, gt=0, description="Longest life of a cached lookup")
+    irx_environment: IrxEnvironment | None = Field(
+        default=None,
+        description="IRX env of this IR (INTERREGISTRY §3, 1011): production when REGISTRY_ENVIRONMENT is,"
+        " else sandbox",
+    )
+    irx_signing_key: SecretStr | None = Field(
+        default=None, description="The IR's message-signing key: an EC P-256 private JWK (JSON), inline"
+    )
+    irx_signing_key_file: Path | None = Field(
+        default=None, description="The IR's message-signing key: a file with a private JWK (JSON) or a PEM"
+    )
+    irx_relay_seconds: float = Field(
+        default=0.5, gt=0, description="How often the inbox relay looks for unnumbered inbox messages"
+    )
+    irx_max_clock_skew_seconds: float = Field(
+        default=30.0, gt=0, description="A hello reporting more clock skew than this flags the registry"
+    )
+
+    @property
+    def irx_env(self) -> IrxEnvironment:
+        """The IRX environment this IR runs (every message's `env` must equal it)."""
+        if self.irx_environment is not None:
+            return self.irx_environment
+        return IrxEnvironment.PRODUCTION if self.is_production else IrxEnvironment.SANDBOX
+
+    @model_validator(mode="after")
+    def _one_irx_signing_key(self) -> "Settings":
+        # A production IR without a key is refused when the app is built (interregistry/signing.py), not
+        # here: the settings of every process must load from the deploy manifests alone.
+        if self.irx_signing_key is not None and self.irx_signing_key_file is not None:
+            raise ValueError("set REGISTRY_IRX_SIGNING_KEY or REGISTRY_IRX_SIGNING_KEY_FILE, not both")
+        return self

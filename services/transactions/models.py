@@ -222,3 +222,7 @@ journal_head = Table(
     Column("last_seq", BigInteger, nullable=False),
     Column("last_hash", String(64), nullable=False),
 )
+
+# The inter-registry tables live on this metadata too (one schema, one migration chain); imported last
+# because they import `metadata` from here.
+from services.transactions.interregistry import models as _interregistry_models  # noqa: E402, F401

@@ -1,0 +1,321 @@
+"""HTTP surface of the inter-registry protocol (INTERREGISTRY §2.1, §3, §4): `/v1/interregistry/...`.
+
+Registry→IR messages are POSTed as the envelope itself (the raw JSON document is what the signature
+covers, so the body is read as bytes and judged by the service's acceptance pipeline, never by FastAPI's
+own validation), with `Idempotency-Key` = `message_id` and the detached JWS in `IRX-Signature`.
+`version`, `codes` and `jwks.json` are public (the gateway lets them through without a token).
+"""
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse
+
+from contracts.interregistry import (
+    CODE_CATALOGUE,
+    CodeDefinition,
+    HelloResponse,
+    InboxAcked,
+    InboxPage,
+    IrxVersionInfo,
+    RegistryActivate,
+    RegistryCreate,
+    RegistryLifecycleNote,
+    RegistryPatch,
+    RegistryPublic,
+    RegistryRecord,
+)
+from contracts.pagination import Page
+from contracts.problems import PROBLEM_MEDIA_TYPE
+from contracts.roles import Role
+from kit.auth import CurrentPrincipal, require_roles
+from kit.pagination import CursorQuery, LimitQuery
+from services.transactions.interregistry.service import Answer, Interregistry, etag
+from services.transactions.interregistry.views import MessageLogPage
+
+__all__ = ["router"]
+
+router = APIRouter(prefix="/v1/interregistry", tags=["interregistry"])
+
+RegistryIdPath = Annotated[str, Path(pattern=r"^[A-Z]{3}[0-9]{2}$", description="Registry id (AAA##)")]
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
+IrxSignature = Annotated[
+    str | None, Header(alias="IRX-Signature", max_length=4096, description="Detached JWS over the envelope")
+]
+_ENVELOPE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "description": "An IRX envelope (contracts.interregistry.IrxEnvelope)",
+                }
+            }
+        },
+    }
+}
+
+
+def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {
+        code: {"description": "Problem (RFC 9457)", "content": {PROBLEM_MEDIA_TYPE: {}}} for code in codes
+    }
+
+
+def _service(request: Request) -> Interregistry:
+    service: Interregistry = request.app.state.interregistry
+    return service
+
+
+def _answer(answer: Answer) -> JSONResponse:
+    headers = {"Idempotent-Replayed": "true"} if answer.replayed else None
+    media = PROBLEM_MEDIA_TYPE if answer.status >= 400 else "application/json"
+    return JSONResponse(answer.body, status_code=answer.status, headers=headers, media_type=media)
+
+
+# ---- public --------------------------------------------------------------------------------------------------
+
+
+@router.get("/version", response_model=IrxVersionInfo)
+async def version() -> IrxVersionInfo:
+    """The IRX versions this IR reads and writes (public)."""
+    return IrxVersionInfo()
+
+
+@router.get("/codes", response_model=Page[CodeDefinition])
+async def codes() -> Page[CodeDefinition]:
+    """The numbered response-code catalogue (§7, public); codes are never renumbered."""
+    return Page[CodeDefinition](items=list(CODE_CATALOGUE), next_cursor=None)
+
+
+@router.get("/jwks.json")
+async def jwks(request: Request) -> JSONResponse:
+    """The IR's message-signing public keys (public; separate from the token keys)."""
+    document = _service(request).relay.signer.jwks()
+    return JSONResponse(document, headers={"Cache-Control": "public, max-age=300"})
+
+
+# ---- registry records (§2.1) ---------------------------------------------------------------------------------
+
+
+@router.post(
+    "/registries",
+    response_model=RegistryRecord,
+    status_code=201,
+    dependencies=[require_roles(Role.SECRETARIAT_ADMIN)],
+    responses=_problems(403, 409, 422),
+)
+async def create_registry(request: Request, response: Response, body: RegistryCreate) -> RegistryRecord:
+    """Register a connected national registry (status `onboarding`). 409 if an IR section or another
+    registry uses the id."""
+    record = await _service(request).create_registry(body)
+    response.headers["ETag"] = etag(record.version)
+    response.headers["Location"] = f"/v1/interregistry/registries/{record.registry_id}"
+    return record
+
+
+@router.get("/registries", response_model=Page[RegistryRecord | RegistryPublic])
+async def list_registries(
+    request: Request, principal: CurrentPrincipal, limit: LimitQuery = 100, cursor: CursorQuery = None
+) -> Page[RegistryRecord | RegistryPublic]:
+    """Every registry: public fields for any token; everything for the Secretariat and the registry itself."""
+    return await _service(request).list_registries(principal, limit=limit, cursor=cursor)
+
+
+@router.get(
+    "/registries/{registry_id}", response_model=RegistryRecord | RegistryPublic, responses=_problems(404)
+)
+async def get_registry(
+    request: Request, response: Response, principal: CurrentPrincipal, registry_id: RegistryIdPath
+) -> RegistryRecord | RegistryPublic:
+    """One registry; the full record (with its `ETag`) for the Secretariat and the registry itself."""
+    record = await _service(request).get_registry(principal, registry_id)
+    if isinstance(record, RegistryRecord):
+        response.headers["ETag"] = etag(record.version)
+    return record
+
+
+@router.patch(
+    "/registries/{registry_id}",
+    response_model=RegistryRecord,
+    responses=_problems(403, 404, 412, 422, 428),
+)
+async def patch_registry(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    registry_id: RegistryIdPath,
+    body: RegistryPatch,
+    if_match: Annotated[str | None, Header(max_length=200, description="The record's current ETag")] = None,
+) -> RegistryRecord:
+    """Change a record (secretariat_admin; the registry itself only `jwks_url`, `webhook_url`); `If-Match`."""
+    record = await _service(request).patch_registry(principal, registry_id, if_match, body)
+    response.headers["ETag"] = etag(record.version)
+    return record
+
+
+_SECRETARIAT = [require_roles(Role.SECRETARIAT_ADMIN)]
+_LIFECYCLE_PROBLEMS = _problems(403, 404, 409, 422)
+
+
+async def _transition(
+    request: Request,
+    response: Response,
+    registry_id: str,
+    action: str,
+    note: str | None,
+    run: str | None = None,
+) -> RegistryRecord:
+    record = await _service(request).transition(registry_id, action, note=note, conformance_run_id=run)
+    response.headers["ETag"] = etag(record.version)
+    return record
+
+
+@router.post(
+    "/registries/{registry_id}/test",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_LIFECYCLE_PROBLEMS,
+)
+async def test_registry(
+    request: Request,
+    response: Response,
+    registry_id: RegistryIdPath,
+    body: Annotated[RegistryLifecycleNote | None, Body()] = None,
+) -> RegistryRecord:
+    """onboarding → testing (conformance in the sandbox)."""
+    return await _transition(request, response, registry_id, "test", body.note if body else None)
+
+
+@router.post(
+    "/registries/{registry_id}/activate",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_LIFECYCLE_PROBLEMS,
+)
+async def activate_registry(
+    request: Request,
+    response: Response,
+    registry_id: RegistryIdPath,
+    body: Annotated[RegistryActivate | None, Body()] = None,
+) -> RegistryRecord:
+    """testing → active; a production registry needs a passing `conformance_run_id`."""
+    body = body or RegistryActivate()
+    return await _transition(request, response, registry_id, "activate", body.note, body.conformance_run_id)
+
+
+@router.post(
+    "/registries/{registry_id}/suspend",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_LIFECYCLE_PROBLEMS,
+)
+async def suspend_registry(
+    request: Request,
+    response: Response,
+    registry_id: RegistryIdPath,
+    body: Annotated[RegistryLifecycleNote | None, Body()] = None,
+) -> RegistryRecord:
+    """active → suspended: no new transfers; final statuses, reconciliation and reads go on."""
+    return await _transition(request, response, registry_id, "suspend", body.note if body else None)
+
+
+@router.post(
+    "/registries/{registry_id}/reactivate",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_LIFECYCLE_PROBLEMS,
+)
+async def reactivate_registry(
+    request: Request,
+    response: Response,
+    registry_id: RegistryIdPath,
+    body: Annotated[RegistryLifecycleNote | None, Body()] = None,
+) -> RegistryRecord:
+    """suspended → active."""
+    return await _transition(request, response, registry_id, "reactivate", body.note if body else None)
+
+
+@router.post(
+    "/registries/{registry_id}/disconnect",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_LIFECYCLE_PROBLEMS,
+)
+async def disconnect_registry(
+    request: Request,
+    response: Response,
+    registry_id: RegistryIdPath,
+    body: Annotated[RegistryLifecycleNote | None, Body()] = None,
+) -> RegistryRecord:
+    """Any non-terminal status → disconnected (terminal)."""
+    return await _transition(request, response, registry_id, "disconnect", body.note if body else None)
+
+
+# ---- protocol (§3, §4) ---------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/hello",
+    response_model=HelloResponse,
+    openapi_extra=_ENVELOPE_BODY,
+    responses=_problems(400, 401, 403, 409, 422),
+)
+async def hello(
+    request: Request,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey = None,
+    signature: IrxSignature = None,
+) -> JSONResponse:
+    """`hello` envelope (registry): version negotiation, clocks, and where to resume (seq, inbox)."""
+    answer = await _service(request).hello(
+        principal, await request.body(), idempotency_key=idempotency_key, signature=signature
+    )
+    return _answer(answer)
+
+
+@router.get("/inbox", response_model=InboxPage, responses=_problems(403, 404))
+async def read_inbox(
+    request: Request,
+    principal: CurrentPrincipal,
+    after: Annotated[int, Query(ge=0, description="Last position read; any earlier one replays")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> JSONResponse:
+    """The registry's own inbox after a position: IR-signed envelopes at consecutive positions from 1."""
+    page = await _service(request).read_inbox(principal, after=after, limit=limit)
+    return JSONResponse(page)
+
+
+@router.post(
+    "/inbox/ack",
+    response_model=InboxAcked,
+    openapi_extra=_ENVELOPE_BODY,
+    responses=_problems(400, 401, 403, 409, 422),
+)
+async def ack_inbox(
+    request: Request,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey = None,
+    signature: IrxSignature = None,
+) -> JSONResponse:
+    """`inbox.ack` envelope `{"up_to"}` (registry): monotonic; beyond the last position → 422."""
+    answer = await _service(request).ack(
+        principal, await request.body(), idempotency_key=idempotency_key, signature=signature
+    )
+    return _answer(answer)
+
+
+@router.get("/messages", response_model=MessageLogPage, responses=_problems(403))
+async def messages(
+    request: Request,
+    principal: CurrentPrincipal,
+    registry: Annotated[str | None, Query(pattern=r"^[A-Z]{3}[0-9]{2}$")] = None,
+    direction: Literal["registry_to_ir", "ir_to_registry"] | None = None,
+    after: Annotated[int, Query(ge=0, description="`next_cursor` of the previous page")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> MessageLogPage:
+    """The message log both ways (secretariat_admin, auditor; a registry its own)."""
+    return await _service(request).messages(
+        principal, registry_id=registry, direction=direction, after=after, limit=limit
+    )
