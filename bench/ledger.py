@@ -271,7 +271,11 @@ def _cpu_seconds(suite: Suite) -> dict[str, float]:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / ticks
 
-    used = {name: of(child.pid) for name, child in suite.children.items()}
+    def with_workers(pid: int) -> float:  # uvicorn workers (REGISTRY_<SERVICE>_WORKERS) are child processes
+        children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+        return of(pid) + sum(with_workers(int(child)) for child in children)
+
+    used = {name: with_workers(child.pid) for name, child in suite.children.items()}
     postgres = 0.0
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -408,12 +412,19 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per transfer run")
     parser.add_argument("--fragmentation-transfers", type=int, default=100)
     parser.add_argument("--pgbench-seconds", type=int, default=10)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="worker processes of the transactions service (REGISTRY_TRANSACTIONS_WORKERS); 2 = this machine's cores",
+    )
     args = parser.parse_args()
 
     unlimited = {
         "REGISTRY_RATE_LIMIT_PER_SECOND": "1000000",
         "REGISTRY_RATE_LIMIT_BURST": "1000000",
         "REGISTRY_LOG_LEVEL": "WARNING",
+        "REGISTRY_TRANSACTIONS_WORKERS": str(args.workers),
     }
     labels = [p.name for p in PROCESSES]
     with (
@@ -422,6 +433,7 @@ def main() -> None:
         running_suite(Path(scratch), {p.name: urls[p.name] for p in PROCESSES}, unlimited) as suite,
     ):
         print("load average at start (other work on the machine skews every figure): " + _load())
+        print(f"transactions service: {args.workers} worker process(es)")
         started = time.perf_counter()
         world, accounts, tokens, fragmented, single = asyncio.run(_build(suite))
         built = time.perf_counter()

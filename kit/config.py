@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Environment", "ServiceSettings", "sqlite_url"]
 
 
-_PER_SERVICE_FIELDS = ("database_url", "port")
+_PER_SERVICE_FIELDS = ("database_url", "port", "workers")
 
 
 class Environment(StrEnum):
@@ -43,6 +43,13 @@ class ServiceSettings(BaseSettings):
     )
     host: str = "127.0.0.1"
     port: int = 8100
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Worker processes sharing the port (uvicorn); a CPU-bound service uses more than one core."
+        " In Kubernetes prefer replicas",
+    )
     log_level: str = "INFO"
     log_json: bool = True
 
@@ -70,7 +77,7 @@ class ServiceSettings(BaseSettings):
     db_echo: bool = False
 
     def __init__(self, **values: Any) -> None:
-        """`REGISTRY_<SERVICE>_DATABASE_URL` and `REGISTRY_<SERVICE>_PORT` win over the generic names.
+        """`REGISTRY_<SERVICE>_DATABASE_URL`, `_PORT` and `_WORKERS` win over the generic names.
 
         Passed as init values (which outrank the environment) but only where the caller gave none: a
         "before" model validator would see `REGISTRY_DATABASE_URL` already merged in and let it win.

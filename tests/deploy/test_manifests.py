@@ -99,7 +99,9 @@ EXPECTED_SECRET_REFS = {
     *(("registry-gateway-secrets", key) for key in GATEWAY_SECRET_KEYS),
     (SERVICE_CLIENT_SECRET_REF["name"], SERVICE_CLIENT_SECRET_REF["key"]),
     ("registry-signing-key", "signing-key.pem"),
+    ("registry-irx-signing-key", "irx-signing-key.pem"),
 }
+IRX_SIGNING_KEY_SECRET = "registry-irx-signing-key"
 
 
 def _pid(p: Process) -> str:
@@ -707,7 +709,30 @@ def test_only_the_gateway_gets_gateway_secrets_and_the_signing_key(build: str) -
             continue
         refs = _secret_refs([obj])
         allowed = {"registry-database-urls", SERVICE_CLIENT_SECRET_REF["name"]}
+        if obj["metadata"]["name"] == "transactions":
+            allowed.add(IRX_SIGNING_KEY_SECRET)
         assert {name for name, _ in refs} <= allowed, obj["metadata"]["name"]
+
+
+@pytest.mark.parametrize("build", BUILDS)
+def test_only_transactions_gets_the_irx_signing_key_read_only(build: str) -> None:
+    objs = rendered(build)
+    transactions = one(objs, "Deployment", "transactions")
+    container = process_container(objs, next(p for p in PROCESSES if p.k8s == "transactions"))
+    (volume,) = [v for v in pod_spec(transactions)["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == IRX_SIGNING_KEY_SECRET
+    assert volume["secret"].get("defaultMode", 0o644) & 0o007 == 0, "IRX signing key readable by others"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    (item,) = volume["secret"]["items"]
+    assert (
+        env_of(container)["REGISTRY_IRX_SIGNING_KEY_FILE"]["value"] == f"{mount['mountPath']}/{item['path']}"
+    )
+    for obj in workloads(objs):
+        if obj is not transactions:
+            assert IRX_SIGNING_KEY_SECRET not in {name for name, _ in _secret_refs([obj])}, obj["metadata"][
+                "name"
+            ]
 
 
 @pytest.mark.parametrize("build", BUILDS)
@@ -727,6 +752,8 @@ def test_gateway_and_every_service_get_the_service_client_secret_from_its_secret
     if proc is GATEWAY:
         expected |= {("registry-gateway-secrets", key) for key in GATEWAY_SECRET_KEYS}
         expected.add(("registry-signing-key", "signing-key.pem"))
+    if proc.k8s == "transactions":
+        expected.add((IRX_SIGNING_KEY_SECRET, "irx-signing-key.pem"))
     assert _secret_refs([one(objs, "Deployment", proc.k8s)]) == expected
 
 
@@ -1193,8 +1220,13 @@ def test_compose_gateway_signing_key_is_a_git_ignored_compose_secret() -> None:
     ignore = (DEPLOY / ".gitignore").read_text(encoding="utf-8").split()
     assert "secrets/" in ignore
     for name, svc in doc["services"].items():
-        if name != "gateway":
+        if name == "transactions":  # its own IRX message-signing key, nothing of the gateway's
+            assert svc["secrets"] == ["irx_signing_key"]
+            assert compose_env(svc)["REGISTRY_IRX_SIGNING_KEY_FILE"] == "/run/secrets/irx_signing_key"
+            assert doc["secrets"]["irx_signing_key"]["file"].startswith("./secrets/")
+        elif name != "gateway":
             assert "secrets" not in svc, f"{name} gets a compose secret"
+        if name != "gateway":
             assert not any(k in compose_env(svc) for k in GATEWAY_SECRET_KEYS), name
 
 

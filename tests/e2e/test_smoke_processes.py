@@ -66,6 +66,33 @@ def test_suite_processes_on_postgresql(tmp_path: Path, database_factory: Databas
         _exercise(suite.gateway_url, suite.env)
 
 
+def _workers_of(pid: int) -> list[int]:
+    """The uvicorn worker processes a supervisor started (multiprocessing spawn children)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    workers = []
+    for child in map(int, children):
+        try:
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                workers.append(child)
+        except OSError:
+            continue
+    return workers
+
+
+@pytest.mark.postgres
+def test_a_service_runs_several_workers_on_one_port(
+    tmp_path: Path, database_factory: DatabaseFactory
+) -> None:
+    urls = {process.name: database_factory.empty_postgres(process.name) for process in PROCESSES}
+    with running_suite(tmp_path, urls, {"REGISTRY_PARTY_SECTIONS_WORKERS": "2"}) as suite:
+        workers = _workers_of(suite.children["party_sections"].pid)
+        assert len(workers) == 2, workers
+        for _ in range(5):
+            _exercise(suite.gateway_url, suite.env)
+    time.sleep(1)
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()], "workers outlived their supervisor"
+
+
 def _launcher(tmp_path: Path) -> tuple[subprocess.Popen[bytes], dict[str, str]]:
     env = isolated_environment(tmp_path)
     launcher = subprocess.Popen(
