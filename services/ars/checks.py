@@ -58,6 +58,7 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         _APPLY,
         _ISSUE,
     ),
+    _check("M08", "The using or cancelling entity is an entity the Party authorized (AEF Table 5)", _FT),
 )
 
 _TITLES = {check.code: check.title for check in CATALOGUE}

@@ -9,7 +9,7 @@ import httpx
 import structlog
 
 from contracts.accounts import AccountStatus, AccountType
-from contracts.party_sections import AccountLookup, CooperativeApproach, SectionLookup
+from contracts.party_sections import AccountLookup, AuthorizedEntity, CooperativeApproach, SectionLookup
 from kit.errors import DomainError
 from kit.service_client import Peers
 
@@ -43,6 +43,11 @@ class Directory:
     async def cooperative_approach(self, ca_id: str) -> CooperativeApproach | None:
         response = await self._get(f"/internal/v1/cooperative-approaches/{ca_id}")
         return CooperativeApproach.model_validate(response.json()) if response else None
+
+    async def entity(self, party: str, entity_id: str) -> AuthorizedEntity | None:
+        """An entity the Party authorized (Table 5), None if it has none of that id."""
+        response = await self._get(f"/internal/v1/party-sections/{party}/entities/{entity_id}")
+        return AuthorizedEntity.model_validate(response.json()) if response else None
 
     async def account(self, account_id: str) -> AccountLookup | None:
         response = await self._get(f"/internal/v1/accounts/{account_id}")

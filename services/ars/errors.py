@@ -19,6 +19,7 @@ __all__ = [
     "SectionNotUsable",
     "SerialsExhausted",
     "UnknownCooperativeApproach",
+    "UnknownEntities",
 ]
 
 
@@ -35,6 +36,10 @@ class UnknownCooperativeApproach(Unprocessable):
 
 class NotAParticipant(Unprocessable):
     slug, title = "not-a-participant", "The Party does not participate in the cooperative approach"
+
+
+class UnknownEntities(Unprocessable):
+    slug, title = "unknown-entity", "An entity named is not one the Party authorized"
 
 
 class SerialsExhausted(Unprocessable):

@@ -71,6 +71,7 @@ from services.ars.errors import (
     NotAParticipant,
     SectionNotUsable,
     UnknownCooperativeApproach,
+    UnknownEntities,
 )
 from services.ars.models import (
     authorization_heads,
@@ -161,6 +162,15 @@ class ArsService:
         if party not in ca.participants:
             raise NotAParticipant(f"{party} does not participate in {ca_id}.")
         return frozenset(ca.participants)
+
+    async def _known_entities(self, party: str, entity_ids: Sequence[str] | None) -> None:
+        """Every entity an authorization names must be one the Party authorized in party_sections."""
+        missing = [e for e in entity_ids or () if await self.directory.entity(party, e) is None]
+        if missing:
+            raise UnknownEntities(
+                f"{party} has not authorized {', '.join(missing)} (register them as authorized entities first).",
+                entity_ids=missing,
+            )
 
     async def _claim(
         self, principal: Principal, key: str | None, path: str, body: Any
@@ -467,6 +477,7 @@ class ArsService:
     ) -> Authorization:
         await self._usable_section(party)
         await self._participating(party, body.ca_id)
+        await self._known_entities(party, body.authorized_entities)
         now = datetime.now(UTC)
         row = {
             "party": party,
@@ -516,6 +527,7 @@ class ArsService:
         if_match: int | None,
     ) -> Authorization:
         await self._usable_section(party)
+        await self._known_entities(party, body.authorized_entities)
         now = datetime.now(UTC)
         async with self.db.connect() as connection:
             current = await self._locked_head(connection, party, authorization_id, if_match)
@@ -1030,6 +1042,10 @@ class ArsService:
             definition, use = self._first_transfer_checks(
                 party, version, body, destination, participants, failed
             )
+            act = body.use or body.cancellation
+            entity = act.using_entity_id if act is not None else None
+            if entity is not None and await self.directory.entity(party, entity) is None:
+                failed.add("M08", f"{party} has not authorized an entity {entity!r}")
         operation_id = new_id("ftr")
         now = datetime.now(UTC)
         async with self.db.connect() as connection:

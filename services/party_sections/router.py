@@ -581,6 +581,16 @@ async def lookup_section_accounts(
 
 
 @internal_router.get(
+    "/party-sections/{party}/entities/{entity_id}",
+    response_model=AuthorizedEntity,
+    responses=_INTERNAL_PROBLEMS,
+)
+async def lookup_entity(party: PartyPath, entity_id: EntityPath, service: Service) -> AuthorizedEntity:
+    """An entity the Party authorized (AEF Table 5): the ARS checks the entities it is given exist."""
+    return await service.entity(party, entity_id)
+
+
+@internal_router.get(
     "/cooperative-approaches/{ca_id}", response_model=CooperativeApproach, responses=_INTERNAL_PROBLEMS
 )
 async def lookup_cooperative_approach(

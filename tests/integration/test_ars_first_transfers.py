@@ -291,3 +291,38 @@ async def _current(ars: ArsWorld, authorization_id: str) -> dict:
     )
     assert answer.status_code == 200, answer.text
     return {k: v for k, v in answer.json().items() if v is not None}
+
+
+async def test_entities_must_be_ones_the_party_authorized(ars: ArsWorld) -> None:
+    """An authorization may name, and a use be made by, only an entity registered in party_sections (Table 5)."""
+    gha = ars.parties["GHA"]
+    refused = await ars.authorize("GHA", "GH-AUTH-E", expect=422, authorized_entities=["GH-GHOST-1"])
+    assert refused["type"].endswith("/unknown-entity") and refused["entity_ids"] == ["GH-GHOST-1"]
+    missing = await ars.gateway.get("/v1/ars/GHA/authorizations/GH-AUTH-E", headers=gha.actors.viewer)
+    assert missing.status_code == 404  # nothing was created
+
+    entity = {
+        "entity_id": "GH-AIRLINE-2",
+        "name": "Ghana Air Cargo",
+        "country_of_incorporation": "GHA",
+        "identification_number": "GH-456",
+        "ca_id": "CA0012",
+        "date_of_authorization": "2024-05-01",
+    }
+    answer = await ars.gateway.post("/v1/party-sections/GHA/entities", json=entity, headers=gha.actors.admin)
+    assert answer.status_code == 201, answer.text
+    await ars.authorize("GHA", "GH-AUTH-E", authorized_entities=["GH-AIRLINE-2"])
+
+    # An authorization naming no entities: the user must still be an entity the Party authorized (M08).
+    await ars.issue("GHA", 100)
+    await ars.authorize("GHA", "GH-AUTH-F")
+    await ars.apply("GHA", "GH-AUTH-F", 100)
+    use = {"authorization_id": "GH-AUTH-F", "quantity": 10, "use": {"purpose": "CORSIA"}}
+    unknown = await ars.first_transfer(
+        "GHA", {**use, "use": {"purpose": "CORSIA", "using_entity_id": "GH-GHOST-1"}}, expect=422
+    )
+    assert "M08" in {check["code"] for check in unknown.json()["checks"]}
+    known = await ars.first_transfer(
+        "GHA", {**use, "use": {"purpose": "CORSIA", "using_entity_id": "GH-AIRLINE-2"}}
+    )
+    assert known.json()["status"] == "completed"
