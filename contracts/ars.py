@@ -123,12 +123,19 @@ class AuthorizationStatus(StrEnum):
 
 
 class FirstTransferStatus(StrEnum):
-    """The saga of one first transfer (docs/ars.md): pending until the IR answers for good."""
+    """The saga of one first transfer (docs/ars.md): pending until the IR answers for good.
 
+    Under four-eyes (the Party section's setting) it waits `awaiting_approval` with the MOs reserved until
+    another principal with the approver role approves it (then `pending`), or it is withdrawn or times out
+    (`cancelled`, the MOs authorized again).
+    """
+
+    AWAITING_APPROVAL = "awaiting_approval"
     PENDING = "pending"
     COMPLETED = "completed"
     RELEASED = "released"
     REFUSED = "refused"
+    CANCELLED = "cancelled"
 
 
 class ArsEventType(StrEnum):
@@ -452,6 +459,8 @@ class MOFirstTransfer(BaseModel):
     blocks: list[Block] = Field(description="The ITMO blocks created (empty until completed)")
     mo_blocks: list[dict[str, Any]] = Field(description="The MO serial ranges the operation holds or took")
     checks: list[CheckResult] = Field(default_factory=list)
+    initiated_by: str | None = None
+    approved_by: str | None = Field(default=None, description="Under four-eyes: who approved it")
     created_at: datetime
     completed_at: datetime | None = None
 

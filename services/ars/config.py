@@ -23,6 +23,8 @@ class Settings(ServiceSettings):
     saga_retry_max_seconds: float = 60.0
     #: How long a driver owns a pending operation before the resumer may try it too.
     saga_lease_seconds: float = 15.0
+    #: Four-eyes: a first transfer awaiting approval longer than this is cancelled (its MOs released).
+    first_transfer_approval_seconds: float = 72 * 3600
     #: Crash tests only: SIGKILL this process at that step of a first transfer.
     ars_failpoint: Literal["after_reserve", "after_call"] | None = None
 

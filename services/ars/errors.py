@@ -12,6 +12,7 @@ __all__ = [
     "AuthorizationRevoked",
     "ChecksFailed",
     "CooperativeApproachChanged",
+    "FirstTransferNotAwaiting",
     "FirstTransferNotFound",
     "IssuanceNotFound",
     "MOsNotCancellable",
@@ -36,6 +37,15 @@ class UnknownCooperativeApproach(Unprocessable):
 
 class NotAParticipant(Unprocessable):
     slug, title = "not-a-participant", "The Party does not participate in the cooperative approach"
+
+
+class FirstTransferNotAwaiting(Conflict):
+    slug, title = "not-awaiting-approval", "The first transfer is not awaiting approval"
+
+    def __init__(self, operation_id: str, status: str) -> None:
+        super().__init__(
+            f"First transfer {operation_id} is {status}, not awaiting approval.", current_status=status
+        )
 
 
 class UnknownEntities(Unprocessable):

@@ -25,6 +25,7 @@ from contracts.ars import (
 from contracts.pagination import Page
 from contracts.parties import CooperativeApproachId
 from contracts.problems import PROBLEM_MEDIA_TYPE, Problem
+from contracts.roles import Role
 from contracts.transactions import CheckDefinition
 from kit.auth import CurrentPrincipal, Principal
 from kit.idempotency import REPLAY_HEADER, IdempotencyKeyHeader
@@ -66,6 +67,8 @@ Issuer = Annotated[Principal, allowed(ISSUE)]
 Official = Annotated[Principal, allowed(AUTHORIZE)]
 Initiator = Annotated[Principal, allowed(FIRST_TRANSFER)]
 Reader = Annotated[Principal, allowed(READ, reads=True)]
+Approver = Annotated[Principal, allowed(frozenset({Role.APPROVER}))]
+Withdrawer = Annotated[Principal, allowed(frozenset({Role.INITIATOR, Role.APPROVER}))]
 
 
 def _answer(answer: Answer) -> JSONResponse:
@@ -263,6 +266,38 @@ async def first_transfer(
     """First transfer (A4/A15): MOs become ITMOs in the IR. 201 completed; 202 pending (the IR could not be
     reached: the ARS keeps trying; poll the operation); 422 refused or released, with check codes."""
     return _answer(await service.first_transfer(principal, party, body, idempotency_key))
+
+
+@router.post(
+    "/{party}/first-transfers/{operation_id}/approve",
+    response_model=MOFirstTransfer,
+    status_code=201,
+    responses={
+        **_PROBLEMS,
+        202: {"model": MOFirstTransfer, "description": "Approved; the IR has not answered yet"},
+    },
+)
+async def approve_first_transfer(
+    party: PartyPath,
+    operation_id: str,
+    principal: Approver,
+    service: Service,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """Four-eyes: another principal with the approver role sends a first transfer awaiting approval to the
+    IR. Answers like the first transfer itself (201 completed, 202 pending, 422 released); 409 when it is not
+    awaiting approval; 403 for the principal that asked for it."""
+    return _answer(await service.approve_first_transfer(principal, party, operation_id, idempotency_key))
+
+
+@router.post(
+    "/{party}/first-transfers/{operation_id}/cancel", response_model=MOFirstTransfer, responses=_PROBLEMS
+)
+async def cancel_first_transfer(
+    party: PartyPath, operation_id: str, principal: Withdrawer, service: Service
+) -> MOFirstTransfer:
+    """Withdraw a first transfer awaiting approval (`cancelled`): its MOs are authorized again."""
+    return await service.cancel_first_transfer(principal, party, operation_id)
 
 
 @router.get("/{party}/first-transfers", response_model=Page[MOFirstTransfer], responses=_PROBLEMS)

@@ -321,6 +321,68 @@ class FirstTransferSaga:
 
     # ---- the resumer ----------------------------------------------------------------------------------------
 
+    async def cancel_awaiting(self, operation_id: str, *, reason: str) -> bool:
+        """Compare-and-set `awaiting_approval` → `cancelled`, the MOs authorized again; False if not awaiting."""
+        now = datetime.now(UTC)
+        async with self.db.connect() as connection:
+            changed = await connection.execute(
+                update(first_transfers)
+                .where(
+                    first_transfers.c.operation_id == operation_id,
+                    first_transfers.c.status == FirstTransferStatus.AWAITING_APPROVAL.value,
+                )
+                .values(
+                    status=FirstTransferStatus.CANCELLED.value,
+                    last_error=reason,
+                    completed_at=now,
+                    updated_at=now,
+                )
+            )
+            if repository.rowcount(changed) != 1:
+                return False
+            operation = await self._operation(connection, operation_id)
+            await self.release_blocks(connection, operation, now)
+            await self.outbox.publish(
+                connection,
+                ArsEventType.FIRST_TRANSFER_RELEASED.value,
+                {
+                    "operation_id": operation_id,
+                    "transaction_id": None,
+                    "party": operation["party"],
+                    "authorization_id": operation["authorization_id"],
+                    "quantity": operation["quantity"],
+                    "mo_ranges": operation["mo_ranges"],
+                    "checks": [],
+                    "reason": reason,
+                },
+                party=operation["party"],
+            )
+        self.outbox.notify()
+        log.info("first_transfer_cancelled", operation_id=operation_id, reason=reason)
+        return True
+
+    async def expire_awaiting(self, now: datetime | None = None) -> int:
+        """Cancel the first transfers that waited for approval longer than the approval timeout."""
+        now = now or datetime.now(UTC)
+        limit = now - timedelta(seconds=self.settings.first_transfer_approval_seconds)
+        async with self.db.read() as session:
+            stale = (
+                (
+                    await session.execute(
+                        select(first_transfers.c.operation_id).where(
+                            first_transfers.c.status == FirstTransferStatus.AWAITING_APPROVAL.value,
+                            first_transfers.c.created_at < limit,
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        expired = 0
+        for operation_id in stale:
+            expired += await self.cancel_awaiting(operation_id, reason="approval timed out")
+        return expired
+
     async def resume(self, *, everything: bool = False) -> int:
         """Drive the pending operations that are due (all of them with `everything`); how many were tried."""
         now = datetime.now(UTC)
@@ -369,6 +431,7 @@ class FirstTransferSaga:
             self._wake.clear()
             try:
                 await self.resume()
+                await self.expire_awaiting()
             except Exception:  # the loop outlives a transient failure; the next pass retries
                 log.exception("first_transfer_resumer_failed")
 

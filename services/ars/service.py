@@ -52,7 +52,7 @@ from contracts.problems import CheckResult, problem_type
 from contracts.transactions import Block
 from kit.auth import Principal
 from kit.db import Database
-from kit.errors import PreconditionFailed
+from kit.errors import Forbidden, PreconditionFailed
 from kit.idempotency import Claim, IdempotencyStore, StoredAnswer, request_fingerprint
 from kit.outbox import Outbox
 from kit.pagination import decode_cursor, encode_cursor
@@ -65,6 +65,7 @@ from services.ars.errors import (
     AuthorizationRevoked,
     ChecksFailed,
     CooperativeApproachChanged,
+    FirstTransferNotAwaiting,
     FirstTransferNotFound,
     IssuanceNotFound,
     MOsNotCancellable,
@@ -898,6 +899,7 @@ class ArsService:
         initiated_by: str,
         note: str | None,
         now: datetime,
+        awaiting_approval: bool = False,
     ) -> dict[str, Any]:
         """The saga's outbox row: the exact body the IR will get, written with the reservation."""
         request: dict[str, Any] = {
@@ -958,7 +960,11 @@ class ArsService:
                 use=use,
                 request=request,
                 mo_ranges=repository.merge_ranges(rows),
-                status=FirstTransferStatus.PENDING.value,
+                status=(
+                    FirstTransferStatus.AWAITING_APPROVAL
+                    if awaiting_approval
+                    else FirstTransferStatus.PENDING
+                ).value,
                 origin=origin,
                 attempts=0,
                 # The driver that reserved owns the first attempt; the resumer waits a lease.
@@ -986,9 +992,59 @@ class ArsService:
         if refusal is not None:
             return Answer(422, refusal)
         assert operation_id is not None
+        operation = await self.first_transfer_of(party, operation_id)
+        if operation.status is FirstTransferStatus.AWAITING_APPROVAL:
+            return self._render_answer(operation, path)
         self.saga.hit("after_reserve")
         await self.saga.drive(operation_id)
         return self._render_answer(await self.first_transfer_of(party, operation_id), path)
+
+    async def approve_first_transfer(
+        self, principal: Principal, party: str, operation_id: str, key: str | None
+    ) -> Answer:
+        """Four-eyes (domain A4, "the Party approves"): another approver of the Party releases the operation
+        to the IR. Idempotent by key; a second approval (any key) answers 409 with the status."""
+        path = f"/v1/ars/{party}/first-transfers/{operation_id}/approve"
+        claim = await self._claim(principal, key, path, {})
+        if isinstance(claim, StoredAnswer):
+            return await self._replay_first_transfer(party, claim)
+        try:
+            operation = await self.first_transfer_of(party, operation_id)
+            if operation.initiated_by == principal.client_id:
+                raise Forbidden("Four-eyes: the principal that asked for a first transfer cannot approve it.")
+            now = datetime.now(UTC)
+            async with self.db.connect() as connection:
+                moved = await connection.execute(
+                    update(first_transfers)
+                    .where(
+                        first_transfers.c.operation_id == operation_id,
+                        first_transfers.c.status == FirstTransferStatus.AWAITING_APPROVAL.value,
+                    )
+                    .values(
+                        status=FirstTransferStatus.PENDING.value,
+                        approved_by=principal.client_id,
+                        # The driver below owns the first attempt; the resumer waits a lease.
+                        next_attempt_at=now + timedelta(seconds=self.saga.settings.saga_lease_seconds),
+                        updated_at=now,
+                    )
+                )
+                if repository.rowcount(moved) != 1:
+                    raise FirstTransferNotAwaiting(operation_id, operation.status.value)
+                await claim.complete(connection, 202, {"operation_id": operation_id})
+        except BaseException:
+            await claim.release()
+            raise
+        await self.saga.drive(operation_id)
+        return self._render_answer(await self.first_transfer_of(party, operation_id), path)
+
+    async def cancel_first_transfer(
+        self, principal: Principal, party: str, operation_id: str
+    ) -> MOFirstTransfer:
+        """Withdraw a first transfer still awaiting approval: its MOs are authorized again."""
+        operation = await self.first_transfer_of(party, operation_id)
+        if not await self.saga.cancel_awaiting(operation_id, reason=f"withdrawn by {principal.client_id}"):
+            raise FirstTransferNotAwaiting(operation_id, operation.status.value)
+        return await self.first_transfer_of(party, operation_id)
 
     def _render_answer(self, operation: MOFirstTransfer, instance: str, replayed: bool = False) -> Answer:
         if operation.status in (FirstTransferStatus.RELEASED, FirstTransferStatus.REFUSED):
@@ -1132,6 +1188,7 @@ class ArsService:
                 initiated_by=principal.client_id,
                 note=body.note,
                 now=now,
+                awaiting_approval=bool(section and section.four_eyes),
             )
             await claim.complete(connection, 202, {"operation_id": operation_id})
         return operation_id, None
@@ -1280,6 +1337,8 @@ class ArsService:
             blocks=[Block.model_validate(b) for b in row["result_blocks"] or []],
             mo_blocks=row["mo_ranges"] or [],
             checks=[CheckResult.model_validate(c) for c in row["checks"] or []],
+            initiated_by=row["initiated_by"],
+            approved_by=row["approved_by"],
             created_at=_utc(row["created_at"]),
             completed_at=_utc(row["completed_at"]) if row["completed_at"] is not None else None,
         )

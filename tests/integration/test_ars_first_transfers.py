@@ -3,6 +3,7 @@ first-transfer definition of domain §2.3, every refusal of issue 5, idempotency
 
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -326,3 +327,69 @@ async def test_entities_must_be_ones_the_party_authorized(ars: ArsWorld) -> None
         "GHA", {**use, "use": {"purpose": "CORSIA", "using_entity_id": "GH-AIRLINE-2"}}
     )
     assert known.json()["status"] == "completed"
+
+
+async def test_four_eyes_first_transfers_wait_for_another_approver(ars: ArsWorld) -> None:
+    """With four-eyes on, a first transfer reserves its MOs and waits; another principal with the approver
+    role sends it to the IR; it can be withdrawn, and it is cancelled when nobody approves it in time."""
+    gha, che = ars.parties["GHA"], ars.parties["CHE"]
+    await ars.issue("GHA", 300)
+    await ars.authorize("GHA", "GH-AUTH-4E")
+    await ars.apply("GHA", "GH-AUTH-4E", 300)
+    await ars.world.set_four_eyes(gha.actors, True)
+    suite = ars.world.suite
+    both = await suite.new_client(name="GHA both", party="GHA", roles=["initiator", "approver"])
+    both_headers = {"Authorization": f"Bearer {await suite.token(both['client_id'], both['client_secret'])}"}
+    body = {"authorization_id": "GH-AUTH-4E", "quantity": 40, "to_account": che.holding}
+
+    asked = await ars.gateway.post(
+        "/v1/ars/GHA/first-transfers", json=body, headers={**both_headers, "Idempotency-Key": "4e-1"}
+    )
+    assert asked.status_code == 202, asked.text
+    waiting = asked.json()
+    assert waiting["status"] == "awaiting_approval" and waiting["transaction_id"] is None
+    operation = waiting["operation_id"]
+    assert sum(b["quantity"] for b in await ars.blocks("GHA") if b["reserved"]) == 40
+    assert await ars.holdings("CHE", che.holding) == []  # nothing in the IR before approval
+
+    path = f"/v1/ars/GHA/first-transfers/{operation}"
+    same = await ars.gateway.post(f"{path}/approve", headers={**both_headers, "Idempotency-Key": "a-0"})
+    assert same.status_code == 403, same.text  # the asker cannot approve its own request
+    not_approver = await ars.gateway.post(
+        f"{path}/approve", headers={**gha.actors.initiator, "Idempotency-Key": "a-1"}
+    )
+    assert not_approver.status_code == 403
+    approved = await ars.gateway.post(
+        f"{path}/approve", headers={**gha.actors.approver, "Idempotency-Key": "a-2"}
+    )
+    assert approved.status_code == 201, approved.text
+    assert approved.json()["status"] == "completed" and approved.json()["approved_by"]
+    assert sum(b["quantity"] for b in await ars.holdings("CHE", che.holding)) == 40
+    again = await ars.gateway.post(
+        f"{path}/approve", headers={**gha.actors.approver, "Idempotency-Key": "a-3"}
+    )
+    assert again.status_code == 409 and again.json()["current_status"] == "completed"
+
+    # Withdrawn: the MOs are authorized again, nothing reaches the IR.
+    second = await ars.first_transfer("GHA", {**body, "quantity": 60}, expect=202)
+    withdrawn = await ars.gateway.post(
+        f"/v1/ars/GHA/first-transfers/{second.json()['operation_id']}/cancel", headers=gha.actors.initiator
+    )
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["status"] == "cancelled"
+    assert not [b for b in await ars.blocks("GHA") if b["reserved"]]
+
+    # Nobody approves in time: cancelled by the resumer's sweep.
+    third = await ars.first_transfer("GHA", {**body, "quantity": 70}, expect=202)
+    saga = suite.services["ars"].state.saga
+    assert await saga.expire_awaiting() == 0  # not yet
+    later = datetime.now(UTC) + timedelta(seconds=saga.settings.first_transfer_approval_seconds + 1)
+    assert await saga.expire_awaiting(later) == 1
+    timed_out = await ars.gateway.get(
+        f"/v1/ars/GHA/first-transfers/{third.json()['operation_id']}", headers=gha.actors.viewer
+    )
+    assert timed_out.json()["status"] == "cancelled"
+    authorized = sum(
+        b["quantity"] for b in await ars.blocks("GHA") if b["state"] == "authorized" and not b["reserved"]
+    )
+    assert authorized == 260 and sum(b["quantity"] for b in await ars.holdings("CHE", che.holding)) == 40
