@@ -4,13 +4,15 @@ Per page of a feed, one write transaction: it locks the feed's cursor row, skips
 the cursor and every event id already in the inbox, applies the others, records their ids in the inbox
 and moves the cursor to the page's last position. A crash before commit changes nothing; a replay (the
 same page again, a cursor reset, two consumers at once) finds the ids in the inbox and applies nothing
-twice. The background loop polls every `interval` seconds; `catch_up()` drains every feed now (tests).
+twice. Each applied event also gives its items of the per-Party event feed (`feed.derive`), appended in
+that same transaction (`feed.append`), so the feed follows the read model exactly. The background loop
+polls every `interval` seconds; `catch_up()` drains every feed now (tests).
 Report endpoints do not catch up first: a producer that is down never makes the AEF unavailable.
 """
 
 import asyncio
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -119,11 +121,21 @@ _SIDE_KEYS = (
 class Consumer:
     """Applies the producers' feeds to the read model; `start()`/`stop()` run it in the background."""
 
-    def __init__(self, db: Database, peers: Peers, *, interval: float = 0.3, feeds: tuple[str, ...] = FEEDS):
+    def __init__(
+        self,
+        db: Database,
+        peers: Peers,
+        *,
+        interval: float = 0.3,
+        feeds: tuple[str, ...] = FEEDS,
+        on_feed: Callable[[], None] | None = None,
+    ):
         self.db = db
         self.peers = peers
         self.interval = interval
         self.feeds = feeds
+        #: Called after a page that appended feed items commits (wakes the webhook worker).
+        self.on_feed = on_feed
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
 
@@ -160,6 +172,12 @@ class Consumer:
                     applied += await self.apply_page(producer, page)
                     if len(page.items) < _PAGE:
                         break
+            # A submission whose `aef.submission.created` was not appended (a crash right after it
+            # committed) gets it now.
+            from services.reporting.feed import announce_submissions
+
+            if await announce_submissions(self.db, datetime.now(UTC)) and self.on_feed is not None:
+                self.on_feed()
         return applied
 
     # ---- applying -------------------------------------------------------------------------------------
@@ -168,7 +186,11 @@ class Consumer:
         """Apply a page in one transaction with the cursor move; events seen before are skipped."""
         if not page.items:
             return 0
+        # Imported here: the feed builds on aef.py and public.py, which import this module's run helpers.
+        from services.reporting import feed
+
         applied = 0
+        appended: list[tuple[str, int]] = []
         async with self.db.transaction() as session:
             query = select(feed_cursors.c.position).where(feed_cursors.c.producer == producer)
             if self.db.dialect == "postgresql":
@@ -188,11 +210,14 @@ class Consumer:
                 ).scalars()
             )
             now = datetime.now(UTC)
+            items: list[Any] = []
             for event in fresh:
                 if str(event.id) in seen:
                     continue
                 seen.add(str(event.id))
                 await self._apply(session, event)
+                # After `_apply`: a section event's new designations already hold for its own items.
+                items.extend(await feed.derive(session, event))
                 await session.execute(
                     insert(inbox).values(
                         event_id=str(event.id),
@@ -203,11 +228,15 @@ class Consumer:
                     )
                 )
                 applied += 1
+            # In this transaction, which holds the producer's cursor lock: see `feed.append`.
+            appended = await feed.append(session, items)
             await session.execute(
                 update(feed_cursors)
                 .where(feed_cursors.c.producer == producer)
                 .values(position=max(cursor, fresh[-1].position))
             )
+        if appended and self.on_feed is not None:
+            self.on_feed()
         return applied
 
     async def _apply(self, session: AsyncSession, event: FeedEvent) -> None:

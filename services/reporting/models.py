@@ -15,6 +15,11 @@ Alembic compares them with migrations/versions/0002_read_model.py.
 - `year_end_holdings` and `year_end_holding_rows`: Table 4 of closed years, frozen (derived: a rebuild of
   the read model drops them with the rest).
 - `sections` (with the confidentiality designations) and `cooperative_approaches`: for the public register.
+- `party_feed_heads` and `party_events`: the per-Party event feed (`GET /v1/events`, docs/events.md), each
+  item stored as the JSON bytes served, with a consecutive position per Party. Not part of the rebuildable
+  read model: a published log (an item already there is never appended twice, see `feed.py`).
+- `webhooks` and `webhook_deliveries`: the Parties' Standard Webhooks endpoints and each message's
+  delivery state (`webhooks.py`).
 """
 
 from sqlalchemy import (
@@ -31,6 +36,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import registry
 from sqlmodel import SQLModel
@@ -46,9 +52,13 @@ __all__ = [
     "metadata",
     "movements",
     "ndc_periods",
+    "party_events",
+    "party_feed_heads",
     "sections",
     "submission_chunks",
     "submissions",
+    "webhook_deliveries",
+    "webhooks",
     "year_end_holding_rows",
     "year_end_holdings",
 ]
@@ -174,6 +184,9 @@ submissions = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("submitted_by", String(200), nullable=False),
     Column("size", BigInteger, nullable=False),
+    #: When `aef.submission.created` went into the Party's feed (null: not yet; `feed.announce_submissions`).
+    Column("announced_at", DateTime(timezone=True), nullable=True),
+    Index("ix_submissions_unannounced", "announced_at"),
 )
 
 #: The bytes of a frozen version, in order (`seq` from 0): written as the tables stream, so a large
@@ -236,4 +249,78 @@ cooperative_approaches = Table(
     metadata,
     Column("ca_id", String(6), primary_key=True),
     Column("data", JSON, nullable=False),
+)
+
+#: The last position given in each Party's feed: the row an appender locks (DESIGN §5, `feed.append`).
+party_feed_heads = Table(
+    "party_feed_heads",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+)
+
+#: One item of one Party's feed: `body` is the item's JSON exactly as served, so a replay from
+#: `after=0` returns the same bytes forever; `event_id` is unique per Party (a re-derivation skips it).
+party_events = Table(
+    "party_events",
+    metadata,
+    Column("party", String(3), primary_key=True),
+    Column("position", BigInteger, primary_key=True),
+    Column("event_id", String(36), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("party", "event_id", name="uq_party_events_event"),
+    Index("ix_party_events_type", "party", "type", "position"),
+)
+
+#: A Party's webhook endpoint (Standard Webhooks 1.0.0): the signing secret (and the previous one while
+#: it still signs after a rotation), the feed position fanned out so far, and the failure streak.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("webhook_id", String(40), primary_key=True),
+    Column("party", String(3), nullable=False),
+    Column("url", Text, nullable=False),
+    Column("event_types", JSON, nullable=False),
+    Column("description", Text, nullable=True),
+    Column("status", String(20), nullable=False),
+    Column("secret", String(100), nullable=False),
+    Column("previous_secret", String(100), nullable=True),
+    Column("previous_secret_until", DateTime(timezone=True), nullable=True),
+    Column("cursor", BigInteger, nullable=False),
+    Column("failing_since", DateTime(timezone=True), nullable=True),
+    Column("disabled_at", DateTime(timezone=True), nullable=True),
+    Column("disabled_reason", String(40), nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Index("ix_webhooks_party", "party"),
+)
+
+#: One message (one feed item) for one endpoint: the body sent on every attempt, its state, when the next
+#: attempt is due, and the log of attempts made.
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    _id(),
+    Column("webhook_id", String(40), nullable=False),
+    Column("party", String(3), nullable=False),
+    Column("position", BigInteger, nullable=False),
+    Column("event_id", String(36), nullable=False),
+    Column("type", String(100), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_attempt_at", DateTime(timezone=True), nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("log", JSON, nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    ForeignKeyConstraint(
+        ["webhook_id"], ["webhooks.webhook_id"], name="fk_webhook_deliveries_webhook", ondelete="CASCADE"
+    ),
+    UniqueConstraint("webhook_id", "position", name="uq_webhook_deliveries_item"),
+    Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+    Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
 )

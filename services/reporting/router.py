@@ -1,5 +1,6 @@
 """HTTP routes of the reporting service (thin: parse, authorize, call the service, answer)."""
 
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
@@ -9,6 +10,7 @@ from contracts.pagination import DEFAULT_LIMIT
 from kit.auth import CurrentPrincipal
 from kit.pagination import CursorQuery, LimitQuery
 from services.reporting.exports import export_response
+from services.reporting.feed import announce_submissions
 from services.reporting.service import ReportingService
 
 __all__ = ["router"]
@@ -49,6 +51,8 @@ async def submit(request: Request, principal: CurrentPrincipal, party: PartyPath
     """Freeze the current tables as the next version (1.0, 1.1, ...); answers its bytes, as stored."""
     service = _service(request)
     frozen = await service.submit(principal, party, year)
+    if await announce_submissions(request.app.state.db, datetime.now(UTC)):
+        request.app.state.webhooks.wake()
     location = f"/v1/reports/aef/{party}/{year}/submissions/{frozen.version}"
     return StreamingResponse(
         service.frozen_bytes(frozen.key),
