@@ -38,6 +38,7 @@ __all__ = [
     "FirstTransferCreate",
     "FirstTransferUse",
     "Holdings",
+    "InterregistryLink",
     "InvariantReport",
     "InvariantViolation",
     "JournalEntry",
@@ -165,7 +166,13 @@ class TransactionCreate(_Strict):
     from_account: _AccountRef
     to_account: _AccountRef | None = Field(
         default=None,
-        description="transfer: the destination; uses and cancellations go to the Party's account",
+        description="transfer: the destination (with `to_registry`: the connected registry's own account"
+        " identifier, opaque, ≤ 64 characters); uses and cancellations go to the Party's account",
+    )
+    to_registry: RegistryId | None = Field(
+        default=None,
+        description="transfer to a connected national registry (INTERREGISTRY §5): its registry id; the"
+        " transaction is then `sent` until the registry answers or `respond_by` passes",
     )
     quantity: Quantity | None = None
     blocks: list[BlockRange] | None = Field(default=None, min_length=1, max_length=MAX_BLOCKS_PER_TRANSACTION)
@@ -192,6 +199,15 @@ class AefAction(BaseModel):
     ndc_use_year: int | None = None
 
 
+class InterregistryLink(BaseModel):
+    """The inter-registry side of a transaction (INTERREGISTRY §5, §6): the transfer it is at the IR."""
+
+    transfer_id: str = Field(examples=["GHA01-tx_01JNX3"])
+    direction: str = Field(description="`ir_to_registry` (outgoing) or `registry_to_ir` (incoming)")
+    registry_id: str = Field(description="The connected registry", examples=["CHE01"])
+    respond_by: datetime | None = Field(default=None, description="Outgoing: the IR's deadline once sent")
+
+
 class Transaction(BaseModel):
     """A ledger transaction (API.md); `checks` lists the checks that failed (empty when all passed)."""
 
@@ -216,6 +232,9 @@ class Transaction(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     corrects: str | None = Field(
         default=None, description="`correction` only: the transaction it reverses (domain A16)"
+    )
+    interregistry: InterregistryLink | None = Field(
+        default=None, description="A transfer to or from a connected registry: its IRX transfer"
     )
 
 

@@ -16,6 +16,7 @@ from services.transactions.interregistry.relay import InboxRelay
 from services.transactions.interregistry.router import router as interregistry_router
 from services.transactions.interregistry.service import Interregistry
 from services.transactions.interregistry.signing import IrSigner
+from services.transactions.interregistry.transfers import Transfers
 from services.transactions.journal import JournalSealer
 from services.transactions.models import idempotency_keys, metadata
 from services.transactions.router import internal_router, router
@@ -43,9 +44,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         app.state.sealer.start()
         app.state.directory.start(settings.directory_follow_seconds)
         app.state.inbox_relay.start(settings.irx_relay_seconds)
+        app.state.transfers.start(settings.irx_terminator_seconds)
         app.state.sweeper = asyncio.create_task(_sweep(app.state.ledgers, settings.approval_sweep_seconds))
 
     async def stop(app: FastAPI) -> None:
+        await app.state.transfers.stop()
         await app.state.inbox_relay.stop()
         app.state.sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -85,4 +88,5 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     app.state.interregistry = Interregistry(
         db, app.state.outbox, app.state.peers, app.state.inbox_relay, settings
     )
+    app.state.transfers = Transfers(app.state.ledgers, app.state.interregistry)
     return app

@@ -2,7 +2,9 @@
 
 Codes are stable: never renumbered, never reused (tests/unit/test_ledger_checks.py snapshots them).
 `evaluate()` takes everything it needs in a `CheckContext` (peer lookups and the units the transaction
-would take, gathered by the service) and returns the failed checks; it does no I/O.
+would take, gathered by the service) and returns the failed checks; it does no I/O. The IRX response
+codes the IR raises itself (INTERREGISTRY §7) are listed too, as numeric codes with `applies_to:
+["interregistry"]`; `evaluate_outgoing()` adds those of a transfer to a connected registry (§5).
 """
 
 import itertools
@@ -11,6 +13,7 @@ from dataclasses import dataclass, field
 
 from contracts.accounts import AccountStatus, AccountType
 from contracts.actions import Purpose, TransactionType
+from contracts.interregistry import CODE_CATALOGUE, MAX_TRANSFER_BLOCKS, CodeRaiser, IrxCode
 from contracts.party_sections import AccountLookup, SectionLookup, SectionStatus
 from contracts.problems import CheckResult
 from contracts.transactions import CheckDefinition
@@ -21,11 +24,13 @@ __all__ = [
     "CORRECTION",
     "DESTINATION_ACCOUNT_TYPE",
     "FIRST_TRANSFER",
+    "IRX_CATALOGUE",
     "CheckContext",
     "Failures",
     "evaluate",
     "evaluate_correction",
     "evaluate_first_transfer",
+    "evaluate_outgoing",
 ]
 
 FIRST_TRANSFER = "first_transfer"
@@ -137,7 +142,15 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
     ),
 )
 
-_TITLES = {check.code: check.title for check in CATALOGUE}
+#: The §7 codes the IR raises (its own checks and decisions), published beside the ledger's checks
+#: (`GET /v1/checks`); a separate tuple, so the ledger's own catalogue keeps its order and snapshot.
+IRX_CATALOGUE: tuple[CheckDefinition, ...] = tuple(
+    _check(str(entry.code), entry.title, ["interregistry"], "IRX §7")
+    for entry in CODE_CATALOGUE
+    if entry.raised_by is not CodeRaiser.REGISTRY
+)
+
+_TITLES = {check.code: check.title for check in CATALOGUE + IRX_CATALOGUE}
 
 
 class Failures:
@@ -154,7 +167,7 @@ class Failures:
         return bool(self._messages)
 
     def results(self) -> list[CheckResult]:
-        order = {check.code: index for index, check in enumerate(CATALOGUE)}
+        order = {check.code: index for index, check in enumerate(CATALOGUE + IRX_CATALOGUE)}
         return [
             CheckResult(code=code, message=message)
             for code, message in sorted(self._messages.items(), key=lambda item: order[item[0]])
@@ -183,6 +196,9 @@ class CheckContext:
     shortfall: str | None = None
     terminal_hit: bool = False
     ca_participants: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: A transfer to a connected registry: no IR destination account, and the destination checks are
+    #: the IRX ones of `evaluate_outgoing` (3002, 5905, 5907, 4006) instead of A05/A06/T10/T05A/T07/F02.
+    external: bool = False
 
 
 def _purpose_allows(purpose: str, kind: TransactionType) -> bool:
@@ -242,7 +258,9 @@ def evaluate(ctx: CheckContext) -> list[CheckResult]:
         failed.add("A04", f"the Party section is {source.section_status.value}")
     # Destination.
     destination = ctx.to_account
-    if kind is TransactionType.TRANSFER and ctx.to_account_id and ctx.to_account_id != ctx.from_account_id:
+    if ctx.external:
+        pass
+    elif kind is TransactionType.TRANSFER and ctx.to_account_id and ctx.to_account_id != ctx.from_account_id:
         if destination is None or destination.status is not AccountStatus.OPEN:
             failed.add("A05", f"{ctx.to_account_id} does not exist or is not open")
         else:
@@ -270,7 +288,7 @@ def evaluate(ctx: CheckContext) -> list[CheckResult]:
         destination is not None and kind is TransactionType.TRANSFER and destination.party != ctx.party
     )
     for block in ctx.taken:
-        if block.frozen_by is not None:
+        if block.frozen_by is not None and not ctx.external:
             failed.add("F02", f"serials {block.first_serial}-{block.last_serial} of {block.ca_id} are frozen")
         if not _purpose_allows(block.purposes, kind):
             failed.add(
@@ -286,6 +304,53 @@ def evaluate(ctx: CheckContext) -> list[CheckResult]:
             missing = sorted({ctx.party, destination.party} - participants)
             if missing:
                 failed.add("T07", f"{', '.join(missing)} not participating in {block.ca_id}")
+    return failed.results()
+
+
+def evaluate_outgoing(
+    ctx: CheckContext,
+    *,
+    registry_id: str,
+    registry_party: str | None,
+    registry_sendable: bool,
+    registry_unresponsive: bool,
+    block_count: int,
+) -> list[CheckResult]:
+    """The failed checks of a transfer to a connected registry (INTERREGISTRY §5): the ledger's catalogue
+    on the source and the units, then the IRX codes — the registry may receive (3002), the acquiring Party
+    (the registry's) participates in every block's CA (5905) and is among its authorized Parties (5907), no
+    serial is frozen (4006), at most 10,000 blocks (2009)."""
+    failed = Failures()
+    for result in evaluate(ctx):
+        failed.add(result.code, result.message)
+    if registry_party is None or not registry_sendable:
+        failed.add(str(int(IrxCode.RECEIVING_REGISTRY_NOT_ACTIVE)), f"{registry_id} cannot receive transfers")
+    elif registry_unresponsive:
+        failed.add(
+            str(int(IrxCode.RECEIVING_REGISTRY_NOT_ACTIVE)),
+            f"{registry_id} has left inbox messages unacknowledged for more than 24 h",
+        )
+    if ctx.taken is None or registry_party is None:
+        return failed.results()
+    if block_count > MAX_TRANSFER_BLOCKS:
+        failed.add(str(int(IrxCode.TOO_MANY_BLOCKS)), f"{block_count} blocks; at most {MAX_TRANSFER_BLOCKS}")
+    for block in ctx.taken:
+        if block.frozen_by is not None:
+            failed.add(
+                str(int(IrxCode.UNITS_FROZEN)),
+                f"serials {block.first_serial}-{block.last_serial} of {block.ca_id} are frozen",
+            )
+        if block.authorized_parties and registry_party not in block.authorized_parties.split(","):
+            failed.add(
+                str(int(IrxCode.NOT_AUTHORIZED_FOR_PARTY)),
+                f"authorization {block.authorization_id} does not name {registry_party}",
+            )
+        missing = sorted({ctx.party, registry_party} - ctx.ca_participants.get(block.ca_id, frozenset()))
+        if missing:
+            failed.add(
+                str(int(IrxCode.PARTY_NOT_PARTICIPATING)),
+                f"{', '.join(missing)} not participating in {block.ca_id}",
+            )
     return failed.results()
 
 

@@ -52,6 +52,9 @@ class Settings(ServiceSettings):
     irx_relay_seconds: float = Field(
         default=0.5, gt=0, description="How often the inbox relay looks for unnumbered inbox messages"
     )
+    irx_terminator_seconds: float = Field(
+        default=60.0, gt=0, description="How often outgoing transfers past respond_by are terminated (6001)"
+    )
     irx_max_clock_skew_seconds: float = Field(
         default=30.0, gt=0, description="A hello reporting more clock skew than this flags the registry"
     )

@@ -15,8 +15,10 @@ from typing import Any
 
 __all__ = [
     "ATTRIBUTE_FIELDS",
+    "INVARIANT_FIELDS",
     "BlockRow",
     "Change",
+    "HistoryVerdict",
     "InsufficientUnits",
     "RangesNotHeld",
     "SerialRange",
@@ -26,6 +28,8 @@ __all__ = [
     "diff",
     "move",
     "order_key",
+    "same_invariants",
+    "serial_history",
     "take_quantity",
     "take_ranges",
 ]
@@ -326,3 +330,111 @@ def diff(originals: Iterable[BlockRow], final: Iterable[BlockRow]) -> list[Chang
         (growing if grows else shrinking).append(Change(old, row))
     deletes = [Change(row, None) for row_id, row in before.items() if row_id not in after_ids]
     return deletes + shrinking + growing + inserts
+
+
+# ---- the serial-history rule of incoming transfers (INTERREGISTRY §6 step 6) ------------------------------
+
+#: What a block carries unchanged wherever it goes (DESIGN §4): a returning range must bring them back as
+#: they left (4005). The underlying mapping is compared by its offset (`same_invariants`).
+INVARIANT_FIELDS = (
+    "first_transferring_party",
+    "vintage",
+    "metric",
+    "applicable_gwp_values",
+    "applicable_non_ghg_metric",
+    "conversion_factor",
+    "mitigation_type",
+    "sector",
+    "activity_type",
+    "authorization_id",
+    "authorization_version",
+    "purposes",
+    "authorized_parties",
+    "first_transfer_definition",
+    "underlying_registry_id",
+)
+_HELD_STATES = frozenset({"held", "reserved", "pending_in"})
+_USED_STATES = frozenset({"used_ndc", "used_oimp", "cancelled"})
+
+
+def same_invariants(a: BlockRow, b: BlockRow) -> bool:
+    """Whether two blocks of one series carry the same invariants, the underlying mapping included (the
+    same underlying unit for every serial both cover)."""
+    if any(getattr(a, name) != getattr(b, name) for name in INVARIANT_FIELDS):
+        return False
+    if a.underlying_first is None or b.underlying_first is None:
+        return a.underlying_first is None and b.underlying_first is None
+    return a.underlying_first - a.first_serial == b.underlying_first - b.first_serial
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryVerdict:
+    """What the IR's record says about an incoming block: the refusal codes (code, message), and when there
+    are none, which serials are never seen (new blocks) and which return from `transferred_out`."""
+
+    codes: list[tuple[int, str]]
+    fresh: list[SerialRange]
+    returning: list[SerialRange]
+
+    @property
+    def accepted(self) -> bool:
+        return not self.codes
+
+
+def serial_history(
+    incoming: BlockRow, current: Iterable[BlockRow], *, registry_id: str, ir_origin: bool
+) -> HistoryVerdict:
+    """§6 step 6 for one incoming block against the current blocks of its (CA, origin registry).
+
+    Accepted iff every serial is never seen at the IR (and the origin is not an IR section: the IR would
+    have issued it, 4008), or lies in a block `transferred_out` to this same registry with identical
+    invariants (a return). Otherwise per overlapped block: 4006 frozen; 4002 held, reserved or pending in
+    the IR; 4003 used or cancelled; 4004 last sent to another registry; 4005 invariants differ. Every code
+    that applies is collected (each once).
+    """
+    codes: dict[int, str] = {}
+    fresh: list[SerialRange] = []
+    returning: list[SerialRange] = []
+    series = (incoming.ca_id, incoming.origin_registry_id)
+    overlapping = sorted(
+        (
+            b
+            for b in current
+            if (b.ca_id, b.origin_registry_id) == series
+            and b.first_serial <= incoming.last_serial
+            and b.last_serial >= incoming.first_serial
+        ),
+        key=lambda b: b.first_serial,
+    )
+    cursor = incoming.first_serial
+    for block in overlapping:
+        low, high = (
+            max(block.first_serial, incoming.first_serial),
+            min(block.last_serial, incoming.last_serial),
+        )
+        if low > cursor:
+            fresh.append(SerialRange(*series, cursor, low - 1))
+        cursor = high + 1
+        shown = f"{block.ca_id}-{block.origin_registry_id} {low}-{high}"
+        if block.frozen_by is not None:
+            codes.setdefault(4006, f"serials {shown} are frozen by a reconciliation")
+        if block.state in _HELD_STATES:
+            codes.setdefault(4002, f"serials {shown} are {block.state} in the IR")
+        elif block.state in _USED_STATES:
+            codes.setdefault(4003, f"serials {shown} are {block.state} in the IR")
+        elif block.state == "transferred_out":
+            if block.to_registry_id != registry_id:
+                codes.setdefault(4004, f"serials {shown} last went to {block.to_registry_id}")
+            elif not same_invariants(block, incoming):
+                codes.setdefault(4005, f"serials {shown} left the IR with other invariants")
+            elif block.frozen_by is None:
+                returning.append(SerialRange(*series, low, high))
+    if cursor <= incoming.last_serial:
+        fresh.append(SerialRange(*series, cursor, incoming.last_serial))
+    if fresh and ir_origin:
+        shown = ", ".join(f"{r.first}-{r.last}" for r in fresh[:5])
+        codes.setdefault(4008, f"{incoming.origin_registry_id} is an IR section that never issued {shown}")
+    ordered = sorted(codes.items())
+    if ordered:
+        return HistoryVerdict(ordered, [], [])
+    return HistoryVerdict([], fresh, returning)

@@ -6,6 +6,13 @@ moves again (read from the journal); I4 first transfer once per serial and only 
 Party; I5 a transaction completes whole or changes nothing (completed ones journal exactly their
 quantity, refused ones nothing, and no reservation outlives its pending transaction); I6 the journal's
 hash chain verifies (entries are sealed first).
+
+Transfers to and from connected registries (INTERREGISTRY §5.1, §6): `transferred_out` blocks stay current
+blocks, so I1 and I2 count them where they left; serials acquired never-seen from a registry are
+`issued_ranges` rows (with `acquired_from_registry`), origins beside first transfers, so I2 holds with
+them. A `sent` outgoing transfer is pending like one awaiting approval (its units are reserved), and a
+refused one (`rejected` by the registry) journaled a reservation and its release, nothing else: I5 allows
+a rejected transaction `reserve`/`release` entries only.
 """
 
 import itertools
@@ -51,6 +58,8 @@ class _JournalPass:
         # Net units per place (state, account) each transaction changed: what arrived is the positive part.
         self.deltas: dict[str, dict[tuple[Any, Any], int]] = defaultdict(lambda: defaultdict(int))
         self.journaled: set[str] = set()
+        # Transactions whose entries moved units somewhere other than a reservation or its release.
+        self.moved: set[str] = set()
 
     def feed(self, transaction_id: str, entry_type: str, payload: Any) -> None:
         self.journaled.add(transaction_id)
@@ -64,6 +73,7 @@ class _JournalPass:
             )
         if entry_type in ("reserve", "release"):
             return
+        self.moved.add(transaction_id)
         for snapshot, sign in ((before, -1), (after, 1)):
             if snapshot is not None:
                 place = (snapshot["state"], snapshot["account_id"])
@@ -196,9 +206,9 @@ async def check_invariants(db: Any, sealer: JournalSealer) -> InvariantReport:
                 add("I5", f"{tx.transaction_id}: completed for {tx.quantity} but {arrived} units arrived")
         elif tx.status == "completed":
             add("I5", f"{tx.transaction_id}: completed without journal entries")
-        elif tx.status == "rejected" and tx.transaction_id in entries.journaled:
+        elif tx.status == "rejected" and tx.transaction_id in entries.moved:
             add("I5", f"{tx.transaction_id}: rejected but journaled changes")
-        if tx.status == "awaiting_approval":
+        if tx.status in ("awaiting_approval", "sent"):
             pending.add(tx.transaction_id)
     for row in block_rows:
         if row.reserved_by is not None and row.reserved_by not in pending:

@@ -155,6 +155,28 @@ class Ledger:
             wanted = [row for row in locked if row.account_id == account_id and row.state == "held"]
         return sorted(wanted, key=order_key), terminal
 
+    async def overlapping(self, ranges: Sequence[SerialRange]) -> list[BlockRow]:
+        """Every current block overlapping `ranges`, whatever its state or place, locked (incoming
+        transfers judge serial history on them and move the returning ones)."""
+        found: dict[int, BlockRow] = {}
+        for r in ranges:
+            series = (blocks.c.ca_id == r.ca_id, blocks.c.origin_registry_id == r.origin_registry_id)
+            below = select(blocks).where(*series, blocks.c.first_serial <= r.first)
+            below = below.order_by(blocks.c.first_serial.desc()).limit(1)
+            inside = select(blocks).where(
+                *series, blocks.c.first_serial > r.first, blocks.c.first_serial <= r.last
+            )
+            for row in await self._rows(below) + await self._rows(inside):
+                if row.last_serial >= r.first and row.id is not None:
+                    found[row.id] = row
+        if self.lock and found:
+            # Locked in the one global order, re-read: a concurrent change committed meanwhile is seen.
+            locked = await self._rows(
+                select(blocks).where(blocks.c.id.in_(sorted(found))).order_by(*_ORDER).with_for_update()
+            )
+            return sorted(locked, key=order_key)
+        return sorted(found.values(), key=order_key)
+
     async def reserved_by(self, transaction_id: str) -> list[BlockRow]:
         query = select(blocks).where(blocks.c.reserved_by == transaction_id).order_by(*_ORDER)
         return await self._rows(self._locked(query))

@@ -185,7 +185,7 @@ async def unit(request: Request, unique_id: str, principal: CurrentPrincipal) ->
 @router.get("/v1/checks", response_model=Page[CheckDefinition], tags=["transactions"])
 async def check_catalogue() -> Page[CheckDefinition]:
     """The published check catalogue: codes are stable and never reused."""
-    return Page[CheckDefinition](items=list(checks.CATALOGUE), next_cursor=None)
+    return Page[CheckDefinition](items=[*checks.CATALOGUE, *checks.IRX_CATALOGUE], next_cursor=None)
 
 
 @router.get(

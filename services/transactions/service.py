@@ -293,6 +293,7 @@ def transaction_from_row(row: Any) -> Transaction:
         completed_at=_utc(row["completed_at"]),
         checks=row["checks"],
         corrects=row.get("corrects"),
+        interregistry=row.get("interregistry"),
     )
 
 
@@ -355,6 +356,8 @@ class Ledgers:
         self.idempotency = idempotency
         self.sealer = sealer
         self.approval_timeout = approval_timeout
+        #: Transfers to and from connected registries (interregistry/transfers.py sets itself here).
+        self.interregistry: Any = None
 
     # ---- helpers ------------------------------------------------------------------------------------------
 
@@ -472,6 +475,9 @@ class Ledgers:
             return None, f"{short.wanted} units asked, {short.available} held in {body.from_account}", False
 
     async def validate(self, principal: Principal, body: TransactionCreate) -> TransactionValidation:
+        if body.to_registry is not None:
+            validation: TransactionValidation = await self.interregistry.validate(principal, body)
+            return validation
         self._require_initiator(principal)
         prepared = await self._prepare(principal, body)
         async with self.db.read() as session:
@@ -512,6 +518,10 @@ class Ledgers:
         The hot path: the Idempotency-Key is claimed inside the write transaction
         (`IdempotencyStore.claim_within`), so a transfer costs one database transaction and one commit.
         """
+        if body.to_registry is not None:
+            # A transfer to a connected registry (INTERREGISTRY §5) is a use case of its own.
+            external: Answer = await self.interregistry.propose(principal, body, key)
+            return external
         self._require_initiator(principal)
         key = self.idempotency.require_key(key)
         fingerprint = request_fingerprint("POST", "/v1/transactions", body.model_dump(mode="json"))
@@ -637,7 +647,9 @@ class Ledgers:
             ndc_use_year=row["ndc_use_year"],
         )
 
-    async def _publish(self, connection: Any, transaction: Transaction, row: dict[str, Any]) -> None:
+    async def _publish(
+        self, connection: Any, transaction: Transaction, row: dict[str, Any], *, party: str | None = None
+    ) -> None:
         parties = sorted({p for p in (row["from_party"], row["to_party"]) if p})
         event = TransactionCompleted(
             transaction_id=transaction.transaction_id,
@@ -658,7 +670,9 @@ class Ledgers:
             blocks=transaction.blocks,
             corrects=row.get("corrects"),
         )
-        await self.outbox.publish(connection, "transaction.completed", _wire(event), party=row["from_party"])
+        await self.outbox.publish(
+            connection, "transaction.completed", _wire(event), party=party or row["from_party"]
+        )
 
     # ---- four-eyes --------------------------------------------------------------------------------------------
 
@@ -693,6 +707,9 @@ class Ledgers:
                 raise NotFound(f"No transaction {transaction_id} of your Party.")
             if row["type"] == catalogue.CORRECTION:
                 raise Forbidden("A correction is approved by a second Secretariat administrator.")
+            if row["interregistry"] is not None:
+                approved: Answer = await self.interregistry.approve(principal, row, claim)
+                return approved
             destination = await self._destination_of(row)
             source = await self.directory.account(row["from_account"])
             now = datetime.now(UTC)
@@ -800,6 +817,10 @@ class Ledgers:
         """The initiator (or another initiator of the Party) withdraws a pending transaction."""
         if principal.party is None or not principal.has(Role.INITIATOR, Role.APPROVER):
             raise Forbidden("Cancelling needs the initiator role of the source account's Party.")
+        if self.interregistry is not None:
+            sent = await self.interregistry.cancel_sent(principal, transaction_id)
+            if sent is not None:
+                return sent  # type: ignore[no-any-return]
         transaction = await self._release(
             transaction_id, TransactionStatus.CANCELLED, principal.party, principal.client_id
         )
@@ -838,6 +859,8 @@ class Ledgers:
                 .where(transactions.c.transaction_id == transaction_id)
                 .values(status=status.value, updated_at=now)
             )
+            if row.get("interregistry") is not None and self.interregistry is not None:
+                await self.interregistry.settle_unsent(connection, row, status, now)
         return transaction_from_row(updated)
 
     async def expire_pending(self, now: datetime | None = None) -> int:
@@ -977,6 +1000,8 @@ class Ledgers:
                             ).where(
                                 issued_ranges.c.first_transferring_party == party,
                                 issued_ranges.c.authorization_id == body.authorization_id,
+                                # Acquisitions from connected registries are not first transfers here.
+                                issued_ranges.c.acquired_from_registry.is_(None),
                             )
                         )
                     ).scalar_one()

@@ -1,6 +1,7 @@
 """A world for inter-registry tests: the in-process suite with connected registries, each with its own
 `registry` client (token through the gateway) and signing key, and helpers that build, sign and POST IRX
-envelopes the way a national registry does.
+envelopes the way a national registry does; `transfer_world` adds the ledger world's IR Parties and
+accounts for transfers both ways (§5, §6).
 """
 
 import itertools
@@ -10,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
@@ -216,3 +217,162 @@ def past(seconds: float) -> str:
 
 def future(seconds: float) -> str:
     return wire_time(datetime.now(UTC) + timedelta(seconds=seconds))
+
+
+# ---- transfers (§5, §6): the ledger world and the registries in one suite ----------------------------------
+
+
+@dataclass
+class TransferWorld:
+    """IR Parties with accounts (the ledger world) and connected registries (the IRX world), one suite."""
+
+    ledger: "LedgerWorld"
+    irx: World
+
+    @property
+    def gateway(self) -> httpx.AsyncClient:
+        return self.irx.gateway
+
+    @property
+    def transfers(self) -> Any:
+        return self.irx.suite.services["transactions"].state.transfers
+
+    async def send(
+        self,
+        party: str,
+        registry_id: str,
+        quantity: int | None = None,
+        *,
+        to_account: str = "CH-100-77",
+        key: str | None = None,
+        **body: Any,
+    ) -> httpx.Response:
+        """`POST /v1/transactions` with `to_registry` from the Party's holding account."""
+        actors = self.ledger.parties[party]
+        document: dict[str, Any] = {
+            "type": "transfer",
+            "from_account": actors.holding,
+            "to_registry": registry_id,
+            "to_account": to_account,
+            **body,
+        }
+        if quantity is not None:
+            document["quantity"] = quantity
+        return await self.ledger.transact(actors, document, key=key)
+
+    async def inbox_items(self, registry: Registry, after: int = 0) -> list[dict[str, Any]]:
+        answer = await registry.inbox(after=after, limit=1000)
+        assert answer.status_code == 200, answer.text
+        return [item["message"] for item in answer.json()["items"]]
+
+    async def respond(
+        self, registry: Registry, transfer_id: str, decision: str = "accept", codes: list[dict] | None = None
+    ) -> httpx.Response:
+        body: dict[str, Any] = {"transfer_id": transfer_id, "decision": decision}
+        if codes is not None:
+            body["codes"] = codes
+        return await registry.post(
+            f"transfers/{transfer_id}/response", registry.envelope("transfer.response", body)
+        )
+
+    async def propose(self, registry: Registry, body: dict[str, Any]) -> httpx.Response:
+        return await registry.post("transfers", registry.envelope("transfer.proposal", body))
+
+    async def cancel(self, registry: Registry, transfer_id: str) -> httpx.Response:
+        return await registry.post(
+            f"transfers/{transfer_id}/cancel",
+            registry.envelope("transfer.cancel", {"transfer_id": transfer_id}),
+        )
+
+    async def invariants_ok(self) -> None:
+        report = await self.ledger.invariants()
+        assert report["ok"], report["violations"]
+
+
+def transfer_block(
+    ca_id: str,
+    origin: str,
+    first: int,
+    last: int,
+    *,
+    party: str | None = None,
+    vintage: int = 2024,
+    **changes: Any,
+) -> dict[str, Any]:
+    """A TransferBlock document (§5) for serials `first..last` of (CA, origin registry)."""
+    from contracts.identifiers import format_unique_id
+
+    party = party or origin[:3]
+    block: dict[str, Any] = {
+        "unique_id_first": format_unique_id(ca_id, origin, party, first, vintage),
+        "unique_id_last": format_unique_id(ca_id, origin, party, last, vintage),
+        "ca_id": ca_id,
+        "origin_registry_id": origin,
+        "first_transferring_party": party,
+        "first": first,
+        "last": last,
+        "quantity": last - first + 1,
+        "vintage": vintage,
+        "metric": "GHG",
+        "applicable_gwp_values": None,
+        "applicable_non_ghg_metric": None,
+        "conversion_factor": None,
+        "mitigation_type": "Emission reductions",
+        "sector": "Energy",
+        "activity_type": "Solar",
+        "authorization_id": f"{party}-AUTH-1",
+        "authorization_version": 1,
+        "purposes": "NDC",
+        "authorized_parties": None,
+        "first_transfer_definition": "First international transfer",
+        "first_transferred": True,
+        "underlying": None,
+    }
+    block.update(changes)
+    return block
+
+
+def proposal(
+    registry: Registry,
+    name: str,
+    to_party: str,
+    to_account: str,
+    blocks: list[dict[str, Any]],
+    **changes: Any,
+) -> dict[str, Any]:
+    """A `transfer.proposal` body from `registry` into an IR account; its transfer id is `<registry>-<name>`."""
+    body: dict[str, Any] = {
+        "transfer_id": f"{registry.registry_id}-{name}",
+        "sender_action": "transfer",
+        "transferring_party": registry.party,
+        "from_registry": registry.registry_id,
+        "from_account": "CH-100-77",
+        "acquiring_party": to_party,
+        "to_registry": f"{to_party}01",
+        "to_account": to_account,
+        "quantity": sum(b["quantity"] for b in blocks),
+        "blocks": blocks,
+    }
+    body.update(changes)
+    return body
+
+
+@asynccontextmanager
+async def transfer_world(
+    make_database: Callable[[str], str], data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[TransferWorld]:
+    from tests.integration._ledger_world import World as LedgerWorldType
+    from tests.support.suite import SERVICE_SECRET
+
+    monkeypatch.setenv("REGISTRY_DATA_DIR", str(data_dir))
+    async with inprocess_suite(make_database, data_dir) as suite:
+        admin = await suite.auth()
+        ars = await suite.auth("svc-ars", SERVICE_SECRET)
+        transport = httpx.ASGITransport(app=suite.services["transactions"])
+        async with httpx.AsyncClient(transport=transport, base_url="http://transactions") as client:
+            ledger = LedgerWorldType(suite=suite, admin=admin, ars=ars, ledger=client)
+            yield TransferWorld(ledger=ledger, irx=World(suite=suite, admin=admin))
+
+
+if TYPE_CHECKING:
+    from tests.integration._ledger_world import World as LedgerWorld

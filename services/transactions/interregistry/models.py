@@ -11,6 +11,11 @@
   of its registry, completes the envelope (`seq` = position, `sent_at`) and signs it.
 - `irx_inbox_cursor`: per registry, the last position the relay handed out. The relay locks this row
   (`FOR UPDATE`), so one relay at a time numbers a registry's inbox and positions follow commit order.
+- `irx_transfer`: every transfer between the IR and a connected registry, both directions (§5.1, §6): its
+  status (the single decider's compare-and-set target, S1), deadline, the ledger transaction, the blocks as
+  proposed, the codes, the messages that proposed, decided and announced it, and for incoming proposals
+  the body hash and the stored answer (a proposal repeated under a new message id gets it again, S6). A
+  `cancel` of an unknown id leaves a `cancelled` tombstone without a transaction (S8).
 - `conformance_run`: results of conformance runs (§11). Production activation needs a passing run; the
   conformance kit (issue 8) writes these rows, nothing here does.
 
@@ -40,6 +45,7 @@ __all__ = [
     "conformance_run",
     "irx_inbox_cursor",
     "irx_message",
+    "irx_transfer",
     "registry",
     "registry_key",
 ]
@@ -151,4 +157,32 @@ conformance_run = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     CheckConstraint("result IN ('pass', 'fail')", name="ck_conformance_run_result"),
     Index("ix_conformance_run_registry", "registry_id"),
+)
+
+irx_transfer = Table(
+    "irx_transfer",
+    metadata,
+    Column("transfer_id", String(64), primary_key=True),
+    Column("direction", String(16), nullable=False),
+    Column("registry_id", String(5), nullable=False),
+    Column("transaction_id", String(40), nullable=True, comment="Null: a tombstone or a rejected proposal"),
+    Column("status", String(24), nullable=False),
+    Column("respond_by", DateTime(timezone=True), nullable=True),
+    Column("quantity", BigInteger, nullable=True),
+    Column("blocks", JSON, nullable=False, comment="TransferBlock list as proposed"),
+    Column("codes", JSON, nullable=False),
+    Column("proposal_sha256", String(64), nullable=True, comment="Incoming: body hash (4007 vs replay)"),
+    Column("proposal_message_id", String(36), nullable=True),
+    Column("decision_message_id", String(36), nullable=True),
+    Column("final_message_id", String(36), nullable=True),
+    Column("response_status", Integer, nullable=True, comment="Incoming: the stored answer"),
+    Column("response_body", JSON, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("decided_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("direction IN ('registry_to_ir', 'ir_to_registry')", name="ck_irx_transfer_direction"),
+    # The terminator's scan: sent transfers past respond_by.
+    Index("ix_irx_transfer_due", "status", "respond_by"),
+    Index("ix_irx_transfer_transaction", "transaction_id"),
+    Index("ix_irx_transfer_registry", "registry_id", "direction", "transfer_id"),
 )

@@ -1,4 +1,4 @@
-"""HTTP surface of the inter-registry protocol (INTERREGISTRY §2.1, §3, §4): `/v1/interregistry/...`.
+"""HTTP surface of the inter-registry protocol (INTERREGISTRY §2.1, §3–§6): `/v1/interregistry/...`.
 
 Registry→IR messages are POSTed as the envelope itself (the raw JSON document is what the signature
 covers, so the body is read as bytes and judged by the service's acceptance pipeline, never by FastAPI's
@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse
 
 from contracts.interregistry import (
     CODE_CATALOGUE,
+    TRANSFER_ID_PATTERN,
     CodeDefinition,
     HelloResponse,
     InboxAcked,
@@ -24,6 +25,7 @@ from contracts.interregistry import (
     RegistryPatch,
     RegistryPublic,
     RegistryRecord,
+    TransferDecision,
 )
 from contracts.pagination import Page
 from contracts.problems import PROBLEM_MEDIA_TYPE
@@ -31,12 +33,16 @@ from contracts.roles import Role
 from kit.auth import CurrentPrincipal, require_roles
 from kit.pagination import CursorQuery, LimitQuery
 from services.transactions.interregistry.service import Answer, Interregistry, etag
+from services.transactions.interregistry.transfers import Transfers
 from services.transactions.interregistry.views import MessageLogPage
 
 __all__ = ["router"]
 
 router = APIRouter(prefix="/v1/interregistry", tags=["interregistry"])
 
+TransferIdPath = Annotated[
+    str, Path(pattern=TRANSFER_ID_PATTERN, description="Transfer id (registry-own id)")
+]
 RegistryIdPath = Annotated[str, Path(pattern=r"^[A-Z]{3}[0-9]{2}$", description="Registry id (AAA##)")]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=200)]
 IrxSignature = Annotated[
@@ -66,6 +72,11 @@ def _problems(*codes: int) -> dict[int | str, dict[str, Any]]:
 def _service(request: Request) -> Interregistry:
     service: Interregistry = request.app.state.interregistry
     return service
+
+
+def _transfers(request: Request) -> Transfers:
+    transfers: Transfers = request.app.state.transfers
+    return transfers
 
 
 def _answer(answer: Answer) -> JSONResponse:
@@ -319,3 +330,93 @@ async def messages(
     return await _service(request).messages(
         principal, registry_id=registry, direction=direction, after=after, limit=limit
     )
+
+
+# ---- transfers (§5, §6) --------------------------------------------------------------------------------------
+
+
+@router.post(
+    "/transfers",
+    response_model=TransferDecision,
+    status_code=201,
+    openapi_extra=_ENVELOPE_BODY,
+    responses=_problems(400, 401, 403, 409, 422),
+)
+async def propose_transfer(
+    request: Request,
+    principal: CurrentPrincipal,
+    idempotency_key: IdempotencyKey = None,
+    signature: IrxSignature = None,
+) -> JSONResponse:
+    """`transfer.proposal` envelope (registry): units into an IR holding account. 201 `completed`, or 422
+    `…/transfer-rejected` with the codes (recorded; the same message or content gets the same answer)."""
+    answer = await _transfers(request).incoming(
+        principal, await request.body(), idempotency_key=idempotency_key, signature=signature
+    )
+    return _answer(answer)
+
+
+@router.post(
+    "/transfers/{transfer_id}/response",
+    response_model=TransferDecision,
+    openapi_extra=_ENVELOPE_BODY,
+    responses=_problems(400, 401, 403, 404, 409, 422),
+)
+async def respond_to_transfer(
+    request: Request,
+    principal: CurrentPrincipal,
+    transfer_id: TransferIdPath,
+    idempotency_key: IdempotencyKey = None,
+    signature: IrxSignature = None,
+) -> JSONResponse:
+    """`transfer.response` envelope (registry): accept or reject an IR proposal. 200 with the final status;
+    409 `…/transfer-final` (6003, `transfer_status`) when the deadline or a cancel decided first."""
+    answer = await _transfers(request).respond(
+        principal, transfer_id, await request.body(), idempotency_key=idempotency_key, signature=signature
+    )
+    return _answer(answer)
+
+
+@router.post(
+    "/transfers/{transfer_id}/cancel",
+    response_model=TransferDecision,
+    openapi_extra=_ENVELOPE_BODY,
+    responses=_problems(400, 401, 403, 409, 422),
+)
+async def cancel_transfer(
+    request: Request,
+    principal: CurrentPrincipal,
+    transfer_id: TransferIdPath,
+    idempotency_key: IdempotencyKey = None,
+    signature: IrxSignature = None,
+) -> JSONResponse:
+    """`transfer.cancel` envelope (sender registry): an id the IR never saw becomes a `cancelled` tombstone
+    (a later proposal with it gets 6002); a decided transfer answers 409 6003 with its status."""
+    answer = await _transfers(request).cancel_incoming(
+        principal, transfer_id, await request.body(), idempotency_key=idempotency_key, signature=signature
+    )
+    return _answer(answer)
+
+
+@router.get("/transfers", responses=_problems(403))
+async def list_transfers(
+    request: Request,
+    principal: CurrentPrincipal,
+    registry: Annotated[str | None, Query(pattern=r"^[A-Z]{3}[0-9]{2}$")] = None,
+    direction: Literal["registry_to_ir", "ir_to_registry"] | None = None,
+    status: Annotated[str | None, Query(max_length=24)] = None,
+    limit: LimitQuery = 100,
+    cursor: CursorQuery = None,
+) -> dict[str, Any]:
+    """Transfers in id order: a registry its own, IR Parties their accounts', the Secretariat and auditors all."""
+    return await _transfers(request).list(
+        principal, registry_id=registry, direction=direction, status=status, limit=limit, cursor=cursor
+    )
+
+
+@router.get("/transfers/{transfer_id}", responses=_problems(404))
+async def get_transfer(
+    request: Request, principal: CurrentPrincipal, transfer_id: TransferIdPath
+) -> dict[str, Any]:
+    """One transfer as the IR records it (the registry its own; the Secretariat and auditors any)."""
+    return await _transfers(request).get(principal, transfer_id)
