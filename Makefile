@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: install run test test-sqlite lint format schemas bench bench-ledger bench-aef clean
+.PHONY: install run simulator test test-sqlite lint format schemas bench bench-ledger bench-aef clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,11 @@ install: $(STAMP)
 
 run: $(STAMP)
 	$(PY) -m scripts.run
+
+# The reference national registry (CHE01 on :8210) beside `make run`: onboards itself with the bootstrap
+# client, then polls its inbox. Options: make simulator SIMULATOR_ARGS="--policy silent" (docs/simulator.md).
+simulator: $(STAMP)
+	$(PY) -m conformance.simulator --onboard $(SIMULATOR_ARGS)
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --dist loadgroup $(PYTEST_ARGS)
