@@ -1,0 +1,123 @@
+"""What one conformance run needs to know: where the IR is, which registry it acts as, and with which
+credentials and keys (INTERREGISTRY §11). Built from the command line (`conformance.__main__`) or directly by
+tests; `load_private_jwk`/`load_jwks` read the operator's files and fail with a sentence, not a traceback.
+"""
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kit.jwt import SigningKey
+
+__all__ = [
+    "MODES",
+    "ConfigError",
+    "KitConfig",
+    "load_client_file",
+    "load_jwks",
+    "load_private_jwk",
+    "secret_from_environment",
+]
+
+#: `registry`: a national registry tests itself against the IR sandbox; `ir`: the IR's CI runs the kit with the
+#: reference simulator as the registry under test (§11).
+MODES = ("registry", "ir")
+_REGISTRY_ID = re.compile(r"^[A-Z]{3}[0-9]{2}$")
+
+
+class ConfigError(ValueError):
+    """The run cannot start: a missing or unreadable file, an unknown mode, a malformed registry id."""
+
+
+@dataclass(frozen=True)
+class KitConfig:
+    """One run. `signing_key` is the registry's own sandbox key: the kit signs as the registry does."""
+
+    ir_url: str
+    registry_id: str
+    client_id: str
+    client_secret: str
+    signing_key: SigningKey
+    mode: str = "registry"
+    #: The registry's published public keys; the key of `signing_key` is always trusted besides these.
+    jwks: dict[str, Any] = field(default_factory=lambda: {"keys": []})
+    driver_url: str | None = None
+    #: A JWKS file the registry's `jwks_url` serves and the kit may write (case 102's key rotation).
+    rotation_jwks_file: Path | None = None
+    #: Seconds between publishing the new key and signing with it: the IR refetches an unknown kid at most
+    #: once a minute, and case 102's unknown-kid check has just spent that fetch.
+    rotation_wait_seconds: float = 61.0
+    #: Inbox page size of case 116; small so that paging and "from the middle" are exercised on short inboxes.
+    page_size: int = 2
+    http_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ConfigError(f"mode {self.mode!r}: expected one of {', '.join(MODES)}")
+        if not _REGISTRY_ID.fullmatch(self.registry_id):
+            raise ConfigError(
+                f"registry id {self.registry_id!r}: expected three letters and two digits, e.g. CHE01"
+            )
+        if not self.ir_url.lower().startswith(("http://", "https://")):
+            raise ConfigError(f"IR URL {self.ir_url!r}: expected http(s)://host[:port] of the gateway")
+        if not self.client_id or not self.client_secret:
+            raise ConfigError("the registry's sandbox client id and secret are both required")
+        if self.page_size < 1:
+            raise ConfigError("page size must be at least 1")
+
+    @property
+    def party(self) -> str:
+        """The Party of the registry: its id starts with the Party code (contracts.parties)."""
+        return self.registry_id[:3]
+
+    def trusted_jwks(self) -> dict[str, Any]:
+        """The configured JWKS plus the public half of the signing key (deduplicated by kid)."""
+        keys = {key.get("kid"): key for key in self.jwks.get("keys", []) if isinstance(key, dict)}
+        keys.setdefault(self.signing_key.kid, self.signing_key.public_jwk)
+        return {"keys": list(keys.values())}
+
+
+def _read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read the {what} {path}: {exc.strerror}") from None
+    except ValueError:
+        raise ConfigError(f"the {what} {path} is not JSON") from None
+
+
+def load_private_jwk(path: Path) -> SigningKey:
+    """The registry's private signing key from a JWK file (EC P-256 with `d`; its `kid` is kept)."""
+    document = _read_json(path, "signing key file")
+    if not isinstance(document, dict) or "d" not in document:
+        raise ConfigError(f"the signing key file {path} is not a private EC JWK (no `d`)")
+    try:
+        return SigningKey.from_jwk(document)
+    except ValueError as exc:
+        raise ConfigError(f"the signing key file {path}: {exc}") from None
+
+
+def load_jwks(path: Path) -> dict[str, Any]:
+    """A public JWKS file (`{"keys": [...]}`); a private member in it is refused, it would be published."""
+    document = _read_json(path, "JWKS file")
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        raise ConfigError(f"the JWKS file {path} is not a JWKS document")
+    if any(isinstance(key, dict) and "d" in key for key in document["keys"]):
+        raise ConfigError(f"the JWKS file {path} holds a private key: publish public keys only")
+    return document
+
+
+def load_client_file(path: Path) -> tuple[str, str]:
+    """`{"client_id", "client_secret"}` (the simulator keeps its credentials this way)."""
+    document = _read_json(path, "client credentials file")
+    if not isinstance(document, dict) or not document.get("client_id") or not document.get("client_secret"):
+        raise ConfigError(f"the client file {path} needs client_id and client_secret")
+    return str(document["client_id"]), str(document["client_secret"])
+
+
+def secret_from_environment(name: str = "CONFORMANCE_CLIENT_SECRET") -> str | None:
+    """The client secret from the environment, so it does not appear in the process list."""
+    return os.environ.get(name) or None
