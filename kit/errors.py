@@ -11,7 +11,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from contracts.problems import PROBLEM_MEDIA_TYPE, problem_type
@@ -174,6 +174,15 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(DBAPIError)
     async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        if _lost_a_race(exc):  # a concurrent writer took the same key or range first; we rolled back
+            log.warning("concurrent_write_conflict", path=request.url.path, error=str(exc.orig))
+            raced = Conflict(
+                "A concurrent change took the same record first; nothing of this request was kept. Retry "
+                "(same Idempotency-Key): the retry sees the other change.",
+                slug="concurrent-change",
+                headers={"Retry-After": "1"},
+            )
+            return problem_response(raced.to_problem(request.url.path), raced.headers)
         if exc.connection_invalidated:  # the connection died under the request: nothing was committed
             log.warning("database_connection_lost", path=request.url.path, error=str(exc.orig))
             lost = ServiceUnavailable(
@@ -189,6 +198,23 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled_error", path=request.url.path)
         return problem_response(internal_error_problem(request.url.path))
+
+
+#: PostgreSQL unique (23505) and exclusion (23P01) violations: two writers raced for one key or range.
+_RACE_STATES = frozenset({"23505", "23P01"})
+
+
+def _lost_a_race(exc: DBAPIError) -> bool:
+    """A unique or exclusion violation the code did not expect: the loser of a race, safe to retry.
+
+    Other integrity errors (foreign key, not null, check) are bugs and stay 500s.
+    """
+    if not isinstance(exc, IntegrityError):
+        return False
+    state = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+    if state is not None:
+        return str(state) in _RACE_STATES
+    return "UNIQUE constraint failed" in str(exc.orig)  # SQLite says it only in words
 
 
 def internal_error_problem(instance: str) -> dict[str, Any]:

@@ -164,3 +164,32 @@ async def test_a_connection_killed_under_a_request_is_answered_503_and_the_next_
             assert again.status_code == 200 and again.json()["pid"] != first
     finally:
         await database.dispose()
+
+
+async def test_a_lost_race_for_a_key_is_a_retryable_409_and_other_integrity_errors_stay_500(
+    db: Database,
+) -> None:
+    """A unique violation the code did not foresee (two writers took one key) rolls back and answers 409 with
+    Retry-After; a NOT NULL violation is a bug and stays an opaque 500."""
+    app = FastAPI()
+    install_problem_handlers(app)
+
+    @app.post("/duplicate")
+    async def duplicate() -> None:
+        async with db.transaction() as session:
+            await session.execute(update(counter).where(counter.c.id == 1).values(value=99))
+            await session.execute(insert(counter).values(id=1, value=1))  # id 1 exists
+
+    @app.post("/null")
+    async def null() -> None:
+        async with db.transaction() as session:
+            await session.execute(insert(counter).values(id=2, value=None))
+
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        raced = await client.post("/duplicate")
+        assert raced.status_code == 409, raced.text
+        assert raced.json()["type"].endswith("/concurrent-change") and raced.headers["retry-after"] == "1"
+        broken = await client.post("/null")
+        assert broken.status_code == 500
+    assert await _value(db) == 0 and await _rows(db) == 1  # both rolled back
