@@ -197,31 +197,36 @@ class Load:
         self.accounts = accounts
         self.tokens = tokens
 
-    async def warm(self, base_url: str, clients: int = 16) -> None:
-        """Validate one transfer out of and into every account, so the ledger has looked each one up once.
+    async def warm(self, base_url: str, clients: int = 16, passes: int = 3) -> None:
+        """Validate one transfer out of and into every account, so the ledger has looked each one up.
 
         A registry that has run for a while has its accounts in the ledger's directory cache
-        (services/transactions/directory.py); a short run from cold would measure the first lookups.
+        (services/transactions/directory.py); a short run from cold would measure the first lookups. Each
+        worker process has its own cache and a connection sticks to one worker, so every request here opens
+        a new connection (the kernel spreads them over the workers) and the pass is made several times.
         """
-        queue = list(zip(self.accounts, self.accounts[1:] + self.accounts[:1], strict=True))
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=clients)) as session:
+        pairs = list(zip(self.accounts, self.accounts[1:] + self.accounts[:1], strict=True))
+        connector = aiohttp.TCPConnector(limit=clients, force_close=True)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            for _ in range(passes):
+                queue = list(pairs)
 
-            async def worker() -> None:
-                while queue:
-                    source, destination = queue.pop()
-                    body = {
-                        "type": "transfer",
-                        "from_account": source,
-                        "to_account": destination,
-                        "quantity": 1,
-                    }
-                    headers = {"Authorization": self.tokens[source[:3]]}
-                    async with session.post(
-                        f"{base_url}/v1/transactions/validate", json=body, headers=headers
-                    ) as answer:
-                        await answer.read()
+                async def worker(queue: list[tuple[str, str]] = queue) -> None:
+                    while queue:
+                        source, destination = queue.pop()
+                        body = {
+                            "type": "transfer",
+                            "from_account": source,
+                            "to_account": destination,
+                            "quantity": 1,
+                        }
+                        headers = {"Authorization": self.tokens[source[:3]]}
+                        async with session.post(
+                            f"{base_url}/v1/transactions/validate", json=body, headers=headers
+                        ) as answer:
+                            await answer.read()
 
-            await asyncio.gather(*(worker() for _ in range(clients)))
+                await asyncio.gather(*(worker() for _ in range(clients)))
 
     async def run(self, base_url: str, clients: int, seconds: float) -> tuple[float, list[float], int]:
         latencies: list[float] = []
