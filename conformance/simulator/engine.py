@@ -37,9 +37,9 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from conformance.simulator import ledger
+from conformance.simulator import ledger, reconciliation
 from conformance.simulator.config import Policy, SimulatorConfig
-from conformance.simulator.store import Store, account, block, outbox, processed, transfer
+from conformance.simulator.store import Store, account, block, inbox_log, outbox, processed, transfer
 from contracts.identifiers import InvalidUniqueId, parse_unique_id
 from contracts.interregistry import (
     CURRENT_VERSION,
@@ -50,6 +50,7 @@ from contracts.interregistry import (
     IrxEnvelope,
     IrxEnvironment,
     IrxMessageType,
+    ReconciliationRequested,
     RegistryStatusChanged,
     TransferBlock,
     TransferCode,
@@ -705,6 +706,18 @@ class Simulator:
                     message_id=message_id, position=position, type=envelope.type.value, outcome=outcome
                 )
             )
+            # §8: where each message stood, for reconciliation's cut-off and audit trail.
+            transfer_id = envelope.body.get("transfer_id")
+            await connection.execute(
+                insert(inbox_log).values(
+                    position=position,
+                    message_id=message_id,
+                    type=envelope.type.value,
+                    transfer_id=transfer_id if isinstance(transfer_id, str) else None,
+                    body_sha256=body_sha256(envelope.body),
+                    sent_at=envelope.model_dump(mode="json")["sent_at"],
+                )
+            )
         current = await Store.state(connection)
         await Store.set_state(connection, inbox_cursor=max(current["inbox_cursor"], position))
         return outcome
@@ -734,8 +747,23 @@ class Simulator:
             change = RegistryStatusChanged.model_validate(envelope.body)
             await Store.set_state(connection, registry_status=change.status.value)
             return f"status {change.status.value}"
-        # notice, reconciliation.*: recorded and acknowledged; reconciliation answers are not built yet.
+        if envelope.type is _T.RECONCILIATION_REQUESTED:
+            return await self._on_reconciliation_requested(connection, envelope.body)
+        # notice, reconciliation.result: recorded and acknowledged.
         return f"recorded {envelope.type.value}"
+
+    async def _on_reconciliation_requested(self, connection: AsyncConnection, body: dict[str, Any]) -> str:
+        """§8: answer the stage from our own ledger, queued with the cursor move (sent after the poll)."""
+        request = ReconciliationRequested.model_validate(body)
+        message_type, suffix = reconciliation.STAGE_ANSWERS[request.stage]
+        answer = await reconciliation.answer_body(connection, request)
+        await self._queue(
+            connection,
+            message_type,
+            f"/v1/interregistry/reconciliations/{request.reconciliation_id}/{suffix}",
+            answer,
+        )
+        return f"answered {request.stage.value} of {request.reconciliation_id}"
 
     async def _on_proposal(self, connection: AsyncConnection, body: dict[str, Any]) -> str:
         """A proposal from the IR: the receiver's checks, then pending_in and the answer by policy (S4)."""

@@ -41,6 +41,7 @@ __all__ = [
     "Store",
     "account",
     "block",
+    "inbox_log",
     "metadata",
     "outbox",
     "processed",
@@ -119,6 +120,20 @@ processed = Table(
     Column("position", Integer, nullable=False),
     Column("type", String(40), nullable=False),
     Column("outcome", Text),
+)
+
+#: Every inbox item processed (reconciliation, INTERREGISTRY §8): its position, id, type, transfer and body
+#: hash, so stage 1 knows where each proposal stood and stage 3 can list and digest the inbox up to the
+#: cut-off. A new table (not a column of `processed`), so `create_all` adds it to an existing file.
+inbox_log = Table(
+    "inbox_log",
+    metadata,
+    Column("position", Integer, primary_key=True, autoincrement=False),
+    Column("message_id", String(36), nullable=False),
+    Column("type", String(40), nullable=False),
+    Column("transfer_id", String(64)),
+    Column("body_sha256", String(64), nullable=False),
+    Column("sent_at", String(40), nullable=False),
 )
 
 outbox = Table(

@@ -12,6 +12,7 @@ from kit.app import create_app as create_service_app
 from kit.idempotency import IdempotencyStore
 from services.transactions.config import Settings
 from services.transactions.directory import Directory
+from services.transactions.interregistry import reconciliation_router, sandbox
 from services.transactions.interregistry.relay import InboxRelay
 from services.transactions.interregistry.router import router as interregistry_router
 from services.transactions.interregistry.service import Interregistry
@@ -89,4 +90,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         db, app.state.outbox, app.state.peers, app.state.inbox_relay, settings
     )
     app.state.transfers = Transfers(app.state.ledgers, app.state.interregistry)
+    sandbox.install(app)  # §11 sandbox-only endpoints and faults (404 in production)
+    # §8 reconciliation: routes, app.state.reconciliations and its schedule (deadlines, daily start).
+    reconciliation_router.install(app, settings)
     return app

@@ -233,3 +233,4 @@ journal_head = Table(
 # The inter-registry tables live on this metadata too (one schema, one migration chain); imported last
 # because they import `metadata` from here.
 from services.transactions.interregistry import models as _interregistry_models  # noqa: E402, F401
+from services.transactions.interregistry import reconciliation_models as _reconciliation_models  # noqa: E402, F401
