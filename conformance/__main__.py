@@ -57,6 +57,23 @@ def _parser() -> argparse.ArgumentParser:
         help="the registry's public JWKS (default: the signing key's public half and the record's keys)",
     )
     parser.add_argument("--driver-url", help="the registry's optional test driver (…/conformance/v1)")
+    parser.add_argument("--ir-section", help="the IR test section's registry id (transfer cases), e.g. GHA01")
+    parser.add_argument("--ir-account", help="a holding account of the IR test section (transfer cases)")
+    parser.add_argument("--ca-id", help="a cooperative approach both Parties take part in (transfer cases)")
+    parser.add_argument("--vintage", type=int, help="the vintage of the test units (transfer cases)")
+    parser.add_argument("--ir-account-blocked", help="a blocked IR holding account (case 162, 5903)")
+    parser.add_argument("--ir-account-closed", help="a closed IR account (case 162, 5906)")
+    parser.add_argument(
+        "--ca-non-participant", help="a CA one of the Parties does not take part in (162, 5905)"
+    )
+    parser.add_argument(
+        "--registry-account",
+        action="append",
+        default=[],
+        metavar="ROLE=ID",
+        help="the registry's fixture account for a role: valid, blocked, closed, policy, unknown "
+        "(default: the simulator's XX-100-1, -90, -91, -92, -999999)",
+    )
     parser.add_argument(
         "--rotation-jwks-file",
         type=Path,
@@ -67,6 +84,10 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         default=61.0,
         help="seconds between publishing the new key and using it",
+    )
+    parser.add_argument(
+        "--restart-command",
+        help="shell command that restarts the registry and returns once it serves again (case 171)",
     )
     parser.add_argument("--cases", help="comma-separated case numbers (default: all)")
     parser.add_argument("--page-size", type=int, default=2, help="inbox page size of case 116")
@@ -111,7 +132,32 @@ def _config(args: argparse.Namespace) -> KitConfig:
         rotation_jwks_file=args.rotation_jwks_file,
         rotation_wait_seconds=args.rotation_wait,
         page_size=args.page_size,
+        ir_section=args.ir_section,
+        ir_account=args.ir_account,
+        ca_id=args.ca_id,
+        vintage=args.vintage,
+        ir_accounts={
+            role: account
+            for role, account in (
+                ("ir_blocked", args.ir_account_blocked),
+                ("ir_closed", args.ir_account_closed),
+            )
+            if account
+        },
+        ca_non_participant=args.ca_non_participant,
+        registry_accounts=_roles(args.registry_account),
+        restart_command=args.restart_command,
     )
+
+
+def _roles(pairs: list[str]) -> dict[str, str]:
+    roles: dict[str, str] = {}
+    for pair in pairs:
+        role, _, account = pair.partition("=")
+        if not role or not account:
+            raise ConfigError(f"--registry-account {pair!r}: expected ROLE=ID")
+        roles[role.strip()] = account.strip()
+    return roles
 
 
 def _listing() -> str:

@@ -13,6 +13,7 @@ from typing import Any
 from kit.jwt import SigningKey
 
 __all__ = [
+    "ACCOUNT_ROLES",
     "MODES",
     "ConfigError",
     "KitConfig",
@@ -25,6 +26,8 @@ __all__ = [
 #: `registry`: a national registry tests itself against the IR sandbox; `ir`: the IR's CI runs the kit with the
 #: reference simulator as the registry under test (§11).
 MODES = ("registry", "ir")
+#: Roles of the registry's fixture accounts the transfer cases send to (case 150–152).
+ACCOUNT_ROLES = ("valid", "blocked", "closed", "policy", "unknown")
 _REGISTRY_ID = re.compile(r"^[A-Z]{3}[0-9]{2}$")
 
 
@@ -53,6 +56,20 @@ class KitConfig:
     #: Inbox page size of case 116; small so that paging and "from the middle" are exercised on short inboxes.
     page_size: int = 2
     http_timeout: float = 30.0
+    #: The IR test section of the transfer cases (150+, from the Secretariat): its registry id, a holding
+    #: account the sandbox makes test units in, and a CA both Parties take part in, with a vintage.
+    ir_section: str | None = None
+    ir_account: str | None = None
+    ca_id: str | None = None
+    vintage: int | None = None
+    #: Further IR accounts for case 162 (`ir_blocked`, `ir_closed`) and a CA a Party does not take part in.
+    ir_accounts: dict[str, str] = field(default_factory=dict)
+    ca_non_participant: str | None = None
+    #: The registry's own fixture accounts by role (`valid`, `blocked`, `closed`, `policy`, `unknown`);
+    #: missing roles follow the reference simulator's convention (docs/simulator.md).
+    registry_accounts: dict[str, str] = field(default_factory=dict)
+    #: A shell command that restarts the registry process and returns once it serves again (case 171).
+    restart_command: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -67,6 +84,27 @@ class KitConfig:
             raise ConfigError("the registry's sandbox client id and secret are both required")
         if self.page_size < 1:
             raise ConfigError("page size must be at least 1")
+        unknown = set(self.registry_accounts) - set(ACCOUNT_ROLES)
+        if unknown:
+            raise ConfigError(
+                f"registry account roles {sorted(unknown)}: expected {', '.join(ACCOUNT_ROLES)}"
+            )
+        prefix = self.registry_id[:2]
+        conventional = {
+            "valid": f"{prefix}-100-1",
+            "blocked": f"{prefix}-100-90",
+            "closed": f"{prefix}-100-91",
+            "policy": f"{prefix}-100-92",
+            "unknown": f"{prefix}-100-999999",
+        }
+        object.__setattr__(self, "registry_accounts", conventional | dict(self.registry_accounts))
+
+    @property
+    def ir_account_registry(self) -> str:
+        """The IR test section's registry id (the `to_registry` of the registry's proposals)."""
+        if not self.ir_section:
+            raise ConfigError("the transfer cases need --ir-section (the IR test section's registry id)")
+        return self.ir_section
 
     @property
     def party(self) -> str:

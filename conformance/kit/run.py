@@ -12,7 +12,9 @@ import httpx
 
 from conformance.kit import cases as _cases  # noqa: F401  (registers the implemented cases)
 from conformance.kit import pending as _pending  # noqa: F401  (registers the not-implemented ones)
+from conformance.kit import transfer_cases as _transfer_cases  # noqa: F401  (registers 150–172)
 from conformance.kit.config import ConfigError, KitConfig
+from conformance.kit.driver import Driver
 from conformance.kit.report import Report
 from conformance.kit.runner import CASES, RunState, run_case
 from conformance.kit.session import KitFailure, RegistrySession, wire_time
@@ -86,10 +88,15 @@ async def _preflight(session: RegistrySession, state: RunState) -> dict:
 
 
 async def run_kit(
-    config: KitConfig, *, http: httpx.AsyncClient | None = None, cases: Iterable[int] | None = None
+    config: KitConfig,
+    *,
+    http: httpx.AsyncClient | None = None,
+    cases: Iterable[int] | None = None,
+    driver_http: httpx.AsyncClient | None = None,
 ) -> Report:
     """Run `cases` (default: every §11 case) as `config` says; `http` is a client whose base URL is the IR
-    gateway (tests pass an in-process one), else one is made for `config.ir_url`."""
+    gateway (tests pass an in-process one), else one is made for `config.ir_url`; `driver_http` likewise
+    for the registry's test driver at `config.driver_url`."""
     selected = sorted(set(cases) if cases is not None else CASES)
     unknown = [number for number in selected if number not in CASES]
     if unknown:
@@ -106,13 +113,17 @@ async def run_kit(
     )
     owned = http is None
     client = http or httpx.AsyncClient(base_url=config.ir_url, timeout=config.http_timeout)
+    state = RunState()
     try:
         session = RegistrySession(config, client)
-        state = RunState()
+        if config.driver_url:
+            state.driver = Driver(config.driver_url, session, timeout=config.http_timeout, http=driver_http)
         report.preflight = await _preflight(session, state)
         for number in selected:
             report.cases.append(await run_case(CASES[number], session, state))
     finally:
+        if state.driver is not None:
+            await state.driver.close()
         if owned:
             await client.aclose()
     report.finished_at = wire_time(datetime.now(UTC))

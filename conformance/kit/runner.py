@@ -131,6 +131,10 @@ class RunState:
     last_logged_seq: int = 0
     #: Why the message log could not be read at the start (then every hygiene check says so).
     log_problem: str | None = None
+    #: The registry's test driver, when the run has one (transfer cases).
+    driver: Any = None
+    #: What a case leaves for later ones (e.g. the range the registry holds after case 150).
+    notes: dict[str, Any] = field(default_factory=dict)
 
 
 class CaseContext:
