@@ -6,7 +6,6 @@ Sync tests on purpose: Alembic's command API runs the migrations' own event loop
 import asyncio
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,22 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from kit.migrations import alembic_config
 from scripts.processes import SERVICES
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def _gateway_param() -> Any:
-    reason = None
-    if not (ROOT / "gateway" / "migrations").is_dir():
-        reason = "gateway/migrations does not exist yet"
-    else:
-        try:
-            importlib.import_module("gateway.models")
-        except ImportError as exc:
-            reason = f"gateway.models is not importable yet ({exc})"
-    return pytest.param("gateway", marks=pytest.mark.skip(reason=reason)) if reason else "gateway"
-
-
-PACKAGES = [process.package for process in SERVICES] + [_gateway_param()]
+PACKAGES = [process.package for process in SERVICES] + ["gateway"]
 
 
 def _metadata(package: str) -> MetaData:

@@ -181,26 +181,6 @@ async def test_every_route_declares_its_problems_as_problem_json(ps: Harness) ->
 # ---- against the real transactions service ---------------------------------------------------------------
 
 
-def _transactions_has_balances() -> bool:
-    try:
-        from services.transactions.app import create_app
-        from services.transactions.config import Settings
-
-        app = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:"))
-    except Exception:  # an unfinished transactions service: the tests below say so instead of failing
-        return False
-    paths = set(app.openapi()["paths"])
-    return {
-        "/internal/v1/party-sections/{party}/balance",
-        "/internal/v1/accounts/{account_id}/balance",
-    } <= paths
-
-
-needs_balances = pytest.mark.skipif(
-    not _transactions_has_balances(), reason="the transactions service has no internal balance endpoints yet"
-)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def suite(module_backend, database_factory, tmp_path_factory):
     made: list[str] = []
@@ -249,7 +229,6 @@ async def _seed_units(suite: InProcessSuite, party: str, account_id: str, quanti
         )
 
 
-@needs_balances
 async def test_closing_asks_the_real_transactions_service(suite: InProcessSuite) -> None:
     headers = await suite.auth()
     client = suite.client
@@ -281,7 +260,6 @@ async def test_closing_asks_the_real_transactions_service(suite: InProcessSuite)
     assert response.json()["status"] == "closed"
 
 
-@needs_balances
 async def test_the_gateway_never_routes_the_internal_api(suite: InProcessSuite) -> None:
     headers = await suite.auth()
     for path in (
