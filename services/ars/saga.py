@@ -216,23 +216,37 @@ class FirstTransferSaga:
                 return await self._status(connection, operation_id)
             operation = await self._operation(connection, operation_id)
             await self.release_blocks(connection, operation, now)
-            await self.outbox.publish(
-                connection,
-                ArsEventType.FIRST_TRANSFER_RELEASED.value,
-                {
-                    "operation_id": operation_id,
-                    "transaction_id": problem.get("transaction_id"),
-                    "party": operation["party"],
-                    "authorization_id": operation["authorization_id"],
-                    "quantity": operation["quantity"],
-                    "mo_ranges": operation["mo_ranges"],
-                    "checks": problem.get("checks", []),
-                },
-                party=operation["party"],
+            await self._publish_released(
+                connection, operation, problem.get("transaction_id"), problem.get("checks", [])
             )
         self.outbox.notify()
         log.info("first_transfer_released", operation_id=operation_id, checks=problem.get("checks"))
         return FirstTransferStatus.RELEASED.value
+
+    async def _publish_released(
+        self,
+        connection: Any,
+        operation: Any,
+        transaction_id: str | None,
+        checks: list[Any],
+        *,
+        reason: str | None = None,
+    ) -> None:
+        """`first_transfer.released`: the IR refused it for good, or it was withdrawn / timed out unapproved."""
+        data = {
+            "operation_id": operation["operation_id"],
+            "transaction_id": transaction_id,
+            "party": operation["party"],
+            "authorization_id": operation["authorization_id"],
+            "quantity": operation["quantity"],
+            "mo_ranges": operation["mo_ranges"],
+            "checks": checks,
+        }
+        if reason is not None:
+            data["reason"] = reason
+        await self.outbox.publish(
+            connection, ArsEventType.FIRST_TRANSFER_RELEASED.value, data, party=operation["party"]
+        )
 
     @staticmethod
     async def release_blocks(connection: Any, operation: Any, now: datetime) -> None:
@@ -342,21 +356,7 @@ class FirstTransferSaga:
                 return False
             operation = await self._operation(connection, operation_id)
             await self.release_blocks(connection, operation, now)
-            await self.outbox.publish(
-                connection,
-                ArsEventType.FIRST_TRANSFER_RELEASED.value,
-                {
-                    "operation_id": operation_id,
-                    "transaction_id": None,
-                    "party": operation["party"],
-                    "authorization_id": operation["authorization_id"],
-                    "quantity": operation["quantity"],
-                    "mo_ranges": operation["mo_ranges"],
-                    "checks": [],
-                    "reason": reason,
-                },
-                party=operation["party"],
-            )
+            await self._publish_released(connection, operation, None, [], reason=reason)
         self.outbox.notify()
         log.info("first_transfer_cancelled", operation_id=operation_id, reason=reason)
         return True

@@ -33,14 +33,14 @@ from contracts.party_sections import AccountLookup, CooperativeApproach, Section
 from kit.errors import DomainError
 from kit.service_client import Peers
 
-__all__ = ["Directory"]
+__all__ = ["Directory", "account_party"]
 
 log = structlog.get_logger(__name__)
 
 _FEED_PAGE = 1000
 
 
-def _account_party(account_id: str) -> str | None:
+def account_party(account_id: str) -> str | None:
     """The Party an IR account id belongs to (`GHA01-100-1` → `GHA`), None if not an IR account id."""
     head = account_id.split("-", 1)[0]
     return (
@@ -178,7 +178,7 @@ class Directory:
         self._epoch += 1
         if account_id is not None:
             self._accounts.pop(account_id, None)
-            party = party or _account_party(account_id)
+            party = party or account_party(account_id)
             # A status change may change which account is the Party's first open one of a type.
             for key in [k for k in self._of_type if k[0] == party]:
                 del self._of_type[key]

@@ -53,7 +53,7 @@ from kit.pagination import decode_cursor, encode_cursor
 from kit.service_client import Peers
 from services.transactions import checks as catalogue
 from services.transactions import journal as journal_mod
-from services.transactions.directory import Directory
+from services.transactions.directory import Directory, account_party
 from services.transactions.domain import (
     BlockRow,
     InsufficientUnits,
@@ -117,16 +117,6 @@ def _check_failed_problem(
         "transaction_id": transaction_id,
         "checks": [c.model_dump() for c in failed],
     }
-
-
-def _registry_party(account_id: str) -> str | None:
-    """The Party an account id belongs to (`GHA01-100-1` → `GHA`), None if not an IR account id."""
-    head = account_id.split("-", 1)[0]
-    return (
-        head[:3]
-        if len(head) == 5 and head[:3].isalpha() and head[:3].isupper() and head[3:].isdigit()
-        else None
-    )
 
 
 def _ranges(body: TransactionCreate) -> tuple[list[SerialRange], bool]:
@@ -416,7 +406,7 @@ class Ledgers:
         source = destination = section = None
         # Party isolation: nothing about another Party's account is looked up or said. The lookups run
         # side by side; what they found beside a source that is not the caller's is dropped unread.
-        if _registry_party(body.from_account) == party:
+        if account_party(body.from_account) == party:
 
             async def nothing() -> None:
                 return None
@@ -425,7 +415,7 @@ class Ledgers:
                 wanted = body.to_account
                 arrival = (
                     self.directory.account(wanted)
-                    if wanted and wanted != body.from_account and _registry_party(wanted)
+                    if wanted and wanted != body.from_account and account_party(wanted)
                     else nothing()
                 )
             elif body.to_account is None:
@@ -925,7 +915,7 @@ class Ledgers:
         else:
             assert body.to_account is not None
             destination = (
-                await self.directory.account(body.to_account) if _registry_party(body.to_account) else None
+                await self.directory.account(body.to_account) if account_party(body.to_account) else None
             )
         participants: dict[str, frozenset[str]] = {}
         if destination is not None and destination.party != party:
@@ -1368,7 +1358,7 @@ class Ledgers:
     async def holdings(
         self, principal: Principal, account_id: str, *, limit: int, cursor: str | None
     ) -> Holdings:
-        if not (self._may_read_all(principal) or _registry_party(account_id) == principal.party):
+        if not (self._may_read_all(principal) or account_party(account_id) == principal.party):
             raise NotFound(f"No account {account_id} of your Party.")
         after = decode_cursor(cursor, fields=("v", "ca", "reg", "first"))
         order = (blocks.c.vintage, blocks.c.ca_id, blocks.c.origin_registry_id, blocks.c.first_serial)

@@ -66,6 +66,7 @@ from kit.jws import CanonicalizationError, body_sha256, loads
 from kit.pagination import decode_cursor, encode_cursor
 from services.transactions import checks as catalogue
 from services.transactions import journal as journal_mod
+from services.transactions.directory import account_party
 from services.transactions.domain import (
     BlockRow,
     SerialRange,
@@ -85,7 +86,6 @@ from services.transactions.service import (
     _check_failed_problem,
     _Prepared,
     _ranges,
-    _registry_party,
     _unique_blocks,
     _wire,
     new_transaction_id,
@@ -267,7 +267,7 @@ class Transfers:
         assert party is not None
         ranges, ranges_valid = _ranges(body)
         source = None
-        if _registry_party(body.from_account) == party:
+        if account_party(body.from_account) == party:
             source = await self.directory.account(body.from_account)
             if source is None or source.party != party:
                 source = None
@@ -303,7 +303,7 @@ class Transfers:
         assert party is not None and body.to_registry is not None
         ranges, ranges_valid = _ranges(body)
         source = None
-        if _registry_party(body.from_account) == party:
+        if account_party(body.from_account) == party:
             source = await self.directory.account(body.from_account)
             if source is None or source.party != party:
                 source = None
@@ -1025,7 +1025,7 @@ class Transfers:
         except (CanonicalizationError, ValueError, KeyError, TypeError):
             return None
         account = None
-        if _registry_party(proposal.to_account) == proposal.acquiring_party:
+        if account_party(proposal.to_account) == proposal.acquiring_party:
             account = await self.directory.account(proposal.to_account)
         section = (
             await self.directory.section(proposal.acquiring_party)
