@@ -77,6 +77,9 @@ class Directory:
         self._position = 0
         self._synced_at: float | None = None
         self._task: asyncio.Task[None] | None = None
+        # One reader of the feed at a time: two catch-ups from the same position would apply a page twice,
+        # the late one evicting entries cached after the events it replays.
+        self._reading = asyncio.Lock()
         self.hits = 0
         self.misses = 0
 
@@ -205,6 +208,10 @@ class Directory:
 
     async def catch_up(self) -> int:
         """Read party_sections' feed to its end, evicting as it goes; how many events were read."""
+        async with self._reading:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
         started = self.clock()
         read = 0
         while True:
