@@ -411,6 +411,18 @@ async def _build(suite: Suite) -> tuple[RemoteWorld, list[str], dict[str, str], 
     return world, accounts, tokens, fragmented, single
 
 
+def _directory_lookups(suite: Suite) -> str:
+    """The ledger's directory cache results (hit, absent, lagging, expired) from one worker's /metrics."""
+    text = httpx.get(f"{suite.url_of('transactions')}/metrics", timeout=10).text
+    counts = {
+        line.split('result="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("registry_directory_lookups_total{")
+    }
+    total = sum(counts.values()) or 1.0
+    return ", ".join(f"{result} {count / total:.1%}" for result, count in sorted(counts.items()))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.ledger", description=__doc__)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
@@ -423,6 +435,13 @@ def main() -> None:
         default=2,
         help="worker processes of the transactions service (REGISTRY_TRANSACTIONS_WORKERS); 2 = this machine's cores",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="REGISTRY_NAME=VALUE",
+        help="extra setting for every process (experiments: pool sizes, log levels); repeatable",
+    )
     args = parser.parse_args()
 
     unlimited = {
@@ -431,6 +450,7 @@ def main() -> None:
         "REGISTRY_LOG_LEVEL": "WARNING",
         "REGISTRY_TRANSACTIONS_WORKERS": str(args.workers),
     }
+    unlimited.update(setting.split("=", 1) for setting in args.env)
     labels = [p.name for p in PROCESSES]
     with (
         scratch_databases(labels) as urls,
@@ -472,6 +492,7 @@ def main() -> None:
                     f"{_ms(latencies, 0.99):>8.1f} {errors:>6}"
                 )
 
+        print(f"directory cache of one transactions worker: {_directory_lookups(suite)}")
         print(
             f"CPU per transfer at {max(args.clients)} clients (direct run): "
             + ", ".join(f"{n} {ms:.1f} ms" for n, ms in cpu.items())

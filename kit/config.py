@@ -11,7 +11,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Environment", "ServiceSettings", "sqlite_url"]
 
 
-_PER_SERVICE_FIELDS = ("database_url", "port", "workers")
+_PER_SERVICE_FIELDS = ("database_url", "port", "workers", "db_pool_size", "db_max_overflow")
 
 
 class Environment(StrEnum):
@@ -72,12 +72,16 @@ class ServiceSettings(BaseSettings):
     ars_url: str = "http://127.0.0.1:8103"
     reporting_url: str = "http://127.0.0.1:8104"
 
-    db_pool_size: int = 10
-    db_max_overflow: int = 10
+    # Connections kept open per process. A request beyond the pool borrows an overflow connection that is
+    # closed on return: a new PostgreSQL backend, codec set-up and statement preparation the next time, so
+    # the pool must cover a service's steady concurrency (requests plus its background loops).
+    db_pool_size: int = Field(default=10, ge=1)
+    db_max_overflow: int = Field(default=10, ge=0)
     db_echo: bool = False
 
     def __init__(self, **values: Any) -> None:
-        """`REGISTRY_<SERVICE>_DATABASE_URL`, `_PORT` and `_WORKERS` win over the generic names.
+        """`REGISTRY_<SERVICE>_DATABASE_URL`, `_PORT`, `_WORKERS`, `_DB_POOL_SIZE` and `_DB_MAX_OVERFLOW` win over
+        the generic names.
 
         Passed as init values (which outrank the environment) but only where the caller gave none: a
         "before" model validator would see `REGISTRY_DATABASE_URL` already merged in and let it win.

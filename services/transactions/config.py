@@ -13,6 +13,10 @@ __all__ = ["Settings"]
 class Settings(ServiceSettings):
     service_name = "transactions"
     port: int = 8102
+    # The ledger's hot path: 16 concurrent transfers and five background loops (journal sealer, outbox and
+    # inbox relays, directory follower, sweeps) need more than the default 10; with 10, one transfer in ten
+    # opened a new connection (bench/ledger.py, docs/ledger.md "Throughput").
+    db_pool_size: int = Field(default=24, ge=1)
     approval_timeout_seconds: float = Field(
         default=72 * 3600, gt=0, description="A transaction awaiting approval longer than this is terminated"
     )

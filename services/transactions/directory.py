@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import structlog
+from prometheus_client import Counter
 
 from contracts.accounts import AccountType
 from contracts.events import EventPage
@@ -36,6 +37,12 @@ from kit.service_client import Peers
 __all__ = ["Directory", "account_party"]
 
 log = structlog.get_logger(__name__)
+
+#: Why a lookup went to party_sections or not: `hit`, `absent` (never cached or evicted), `lagging` (the
+#: follower has not reached the feed's end within max_lag), `expired` (older than ttl).
+DIRECTORY_LOOKUPS = Counter(
+    "registry_directory_lookups_total", "Account/section lookups of the ledger's directory cache", ["result"]
+)
 
 _FEED_PAGE = 1000
 
@@ -98,10 +105,20 @@ class Directory:
         return self.cache and self._synced_at is not None and self.clock() - self._synced_at <= self.max_lag
 
     def _fresh(self, entry: tuple[float, Any] | None) -> Any:
-        if entry is None or not self._live() or self.clock() - entry[0] > self.ttl:
+        if entry is None:
             self.misses += 1
+            DIRECTORY_LOOKUPS.labels("absent").inc()
+            return None
+        if not self._live():
+            self.misses += 1
+            DIRECTORY_LOOKUPS.labels("lagging").inc()
+            return None
+        if self.clock() - entry[0] > self.ttl:
+            self.misses += 1
+            DIRECTORY_LOOKUPS.labels("expired").inc()
             return None
         self.hits += 1
+        DIRECTORY_LOOKUPS.labels("hit").inc()
         return entry[1]
 
     async def account(self, account_id: str) -> AccountLookup | None:
