@@ -11,6 +11,7 @@ from services.reporting.feed import events_router
 from services.reporting.public import public_router
 from services.reporting.router import router
 from services.reporting.webhooks import WebhookDispatcher, is_production, webhooks_router
+from services.reporting.webhooks_secrets import secret_box
 
 __all__ = ["create_app"]
 
@@ -49,6 +50,11 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         production=is_production(settings.environment),
         interval=settings.webhook_interval,
         timeout=settings.webhook_timeout,
+        secret_box=secret_box(
+            settings.webhook_secret_keys.get_secret_value() if settings.webhook_secret_keys else None,
+            production=is_production(settings.environment),
+            data_dir=settings.data_dir,
+        ),
     )
     app.state.consumer = Consumer(
         app.state.db,

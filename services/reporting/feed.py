@@ -35,6 +35,7 @@ from services.reporting.models import party_events, party_feed_heads, submission
 from services.reporting.public import confidential_fields
 
 __all__ = [
+    "DOORBELL",
     "EVENT_TYPES",
     "FeedItem",
     "announce_submissions",
@@ -58,6 +59,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "interregistry.transfer.rejected",
     "interregistry.transfer.terminated",
     "interregistry.transfer.cancelled",
+    "interregistry.inbox.available",
     "reconciliation.completed",
     "reconciliation.inconsistent",
     "reconciliation.resolved",
@@ -73,6 +75,11 @@ EVENT_TYPES: tuple[str, ...] = (
     "aef.submission.created",
     "webhook.disabled",
 )
+
+#: The inbox doorbell (INTERREGISTRY §4, §9): a connected registry's inbox has messages up to `position`.
+#: The transactions service publishes it when its inbox relay numbers a batch; the webhook message is
+#: `{"registry_id", "position"}`, so the registry reads its inbox at once instead of at its next poll.
+DOORBELL = "interregistry.inbox.available"
 
 #: Item ids are derived, not random, so deriving the same upstream event again (a rebuilt read model)
 #: gives the same id and `append` skips it instead of publishing it twice.
@@ -369,6 +376,9 @@ async def derive(session: AsyncSession, event: FeedEvent) -> list[FeedItem]:
     if kind == "first_transfer.completed":
         view = {key: data.get(key) for key in _FIRST_TRANSFER_KEYS}
         view["authorization_id"] = (data.get("authorization") or {}).get("authorization_id")
+        return [_item(event, party, kind, view)]
+    if kind == DOORBELL:
+        view = {"registry_id": data.get("registry_id"), "position": data.get("position")}
         return [_item(event, party, kind, view)]
     if kind.startswith(("interregistry.transfer.", "reconciliation.")) and kind in EVENT_TYPES:
         # The IR Party's own side of a transfer or reconciliation, as the transactions service tells it.

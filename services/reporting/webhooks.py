@@ -3,7 +3,9 @@ new items of its feed by thin signed messages, and the delivery worker.
 
 A message never carries feed data: `{"type", "timestamp", "data": {"party", "position", "event_id"}}`; the
 receiver reads the item from the feed with its token, so confidential data never travels on an
-HMAC-only channel. Headers `webhook-id` (the item's id, stable across retries), `webhook-timestamp` and
+HMAC-only channel. The inbox doorbell (`interregistry.inbox.available`, §4) says
+`{"registry_id", "position"}` (the inbox position to read up to) and keeps one message waiting per
+endpoint. Headers `webhook-id` (the item's id, stable across retries), `webhook-timestamp` and
 `webhook-signature: v1,<base64 HMAC-SHA256(secret, id.timestamp.body)>` (with the previous secret's
 signature beside it for 24 h after a rotation).
 
@@ -11,8 +13,10 @@ The worker (`WebhookDispatcher`, run in the app's lifespan, woken by the consume
 endpoint's new feed items out into `webhook_deliveries`, then sends what is due: 10 s timeout, no
 redirects; 2xx succeeds; 410 disables the endpoint; otherwise the next attempt follows the schedule of §9
 (with jitter; never earlier than a 429/502/503/504's `Retry-After`), and an endpoint failing everything
-for 72 h is disabled, which publishes `webhook.disabled` in the Party's feed. Its clock, resolver,
-transport and jitter are injectable (tests run the schedule on a fake clock).
+for 72 h is disabled, which publishes `webhook.disabled` in the Party's feed; `POST …/enable` resumes it
+where it stopped. Its clock, resolver, transport and jitter are injectable (tests run the schedule on a
+fake clock). Secrets are stored sealed (webhooks_secrets.py); the worker re-seals, at start and hourly,
+any row not under the newest key.
 
 SSRF: in production a URL must be HTTPS and every address its host resolves to must be global (no
 loopback, private, link-local, metadata, CGNAT, multicast or reserved address), checked at registration
@@ -31,6 +35,7 @@ import json
 import random
 import secrets
 import socket
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -41,7 +46,7 @@ import structlog
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import and_, case, delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from contracts.pagination import DEFAULT_LIMIT
@@ -54,6 +59,7 @@ from kit.pagination import CursorQuery, LimitQuery, decode_cursor, encode_cursor
 from services.reporting import feed
 from services.reporting.aef import iso_instant
 from services.reporting.models import party_events, party_feed_heads, webhook_deliveries, webhooks
+from services.reporting.webhooks_secrets import SecretBox
 
 __all__ = [
     "DISABLE_AFTER",
@@ -93,6 +99,9 @@ _RETRY_AFTER_CAP = timedelta(hours=24)
 #: A claimed delivery is invisible to other workers this long (longer than one attempt can take).
 _LEASE = timedelta(seconds=60)
 _BATCH = 50
+#: Seconds between two sealing passes (`seal_secrets`): rows another process sealed under an older key
+#: during a key rotation are re-sealed within this time.
+_SEAL_EVERY = 3600.0
 _MAX_PER_PARTY = 20
 _TIMEOUT = 10.0
 
@@ -197,13 +206,15 @@ def _retry_after(response: httpx.Response, now: datetime) -> timedelta | None:
     return max(timedelta(0), min(delay, _RETRY_AFTER_CAP))
 
 
-def _payload(party: str, position: int, event_id: str, kind: str, occurred_at: datetime) -> str:
-    """The thin message of §9, fixed at fan-out so every attempt sends the same bytes."""
-    body = {
-        "type": kind,
-        "timestamp": iso_instant(occurred_at),
-        "data": {"party": party, "position": position, "event_id": event_id},
-    }
+def _payload(
+    party: str, position: int, event_id: str, kind: str, occurred_at: datetime, item: str | None = None
+) -> str:
+    """The thin message of §9, fixed at fan-out so every attempt sends the same bytes. The inbox doorbell
+    says which registry's inbox has news up to which inbox position (§9: `{"registry_id", "position"}`)."""
+    data: dict[str, Any] = {"party": party, "position": position, "event_id": event_id}
+    if kind == feed.DOORBELL and item is not None:
+        data = json.loads(item)["data"]
+    body = {"type": kind, "timestamp": iso_instant(occurred_at), "data": data}
     return json.dumps(body, separators=(",", ":"))
 
 
@@ -221,8 +232,11 @@ class WebhookDispatcher:
         resolver: Resolver | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         jitter: Callable[[], float] | None = None,
+        secret_box: SecretBox | None = None,
     ) -> None:
         self.db = db
+        #: Seals the signing secrets at rest (webhooks_secrets.py); a throwaway key when none is given.
+        self.secret_box = secret_box or SecretBox([secrets.token_bytes(32)])
         self.production = production
         self.interval = interval
         self.timeout = timeout
@@ -275,6 +289,8 @@ class WebhookDispatcher:
                         party_events.c.event_id,
                         party_events.c.type,
                         party_events.c.occurred_at,
+                        # The doorbell's message carries the inbox position: only its (small) body is read.
+                        case((party_events.c.type == feed.DOORBELL, party_events.c.body), else_=None),
                     )
                     .where(party_events.c.party == hook["party"], party_events.c.position > hook["cursor"])
                     .order_by(party_events.c.position)
@@ -291,18 +307,20 @@ class WebhookDispatcher:
                     "position": position,
                     "event_id": event_id,
                     "type": kind,
-                    "payload": _payload(hook["party"], position, event_id, kind, _utc(at) or now),
+                    "payload": _payload(hook["party"], position, event_id, kind, _utc(at) or now, body),
                     "status": "pending",
                     "attempts": 0,
                     "next_attempt_at": now,
                     "log": [],
                     "created_at": now,
                 }
-                for position, event_id, kind, at in items
+                for position, event_id, kind, at, body in items
                 if feed.matches(kind, hook["event_types"])
             ]
             if rows:
                 await session.execute(webhook_deliveries.insert(), rows)
+                if any(row["type"] == feed.DOORBELL for row in rows):
+                    await _supersede_doorbells(session, webhook_id, now)
             await session.execute(
                 update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(cursor=items[-1][0])
             )
@@ -397,6 +415,8 @@ class WebhookDispatcher:
                 response = await self._send(hook, dict(row), addresses, now)
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {exc}"[:500]
+            except LookupError as exc:  # sealed under a key no longer configured: the operator's to fix
+                error = f"secret: {exc}"[:500]
             else:
                 status = response.status_code
                 if status in RETRY_AFTER_STATUSES:
@@ -409,10 +429,12 @@ class WebhookDispatcher:
     ) -> httpx.Response:
         target = httpx.URL(hook["url"])
         timestamp = int(now.timestamp())
-        signatures = [sign(hook["secret"], row["event_id"], timestamp, row["payload"])]
+        box, webhook_id = self.secret_box, hook["webhook_id"]
+        signatures = [sign(box.open(hook["secret"], webhook_id), row["event_id"], timestamp, row["payload"])]
         until = _utc(hook["previous_secret_until"])
         if hook["previous_secret"] and until is not None and now < until:
-            signatures.append(sign(hook["previous_secret"], row["event_id"], timestamp, row["payload"]))
+            previous = box.open(hook["previous_secret"], webhook_id)
+            signatures.append(sign(previous, row["event_id"], timestamp, row["payload"]))
         headers = {
             "content-type": "application/json",
             "user-agent": "a62-registry-webhooks/1",
@@ -525,14 +547,62 @@ class WebhookDispatcher:
         log.info("webhook_disabled", webhook_id=hook["webhook_id"], party=hook["party"], reason=reason)
         return True
 
+    # ---- secrets at rest ------------------------------------------------------------------------------
+
+    async def seal_secrets(self) -> int:
+        """Seal under the newest key every secret that is not (plain ones from before encryption, ones under
+        an older key); answers how many endpoints changed. Run at start and hourly (`_run`)."""
+        box = self.secret_box
+        stale = or_(
+            ~webhooks.c.secret.startswith(box.prefix, autoescape=True),
+            and_(
+                webhooks.c.previous_secret.is_not(None),
+                ~webhooks.c.previous_secret.startswith(box.prefix, autoescape=True),
+            ),
+        )
+        async with self.db.read() as session:
+            ids = list(
+                (
+                    await session.execute(
+                        select(webhooks.c.webhook_id).where(stale).order_by(webhooks.c.webhook_id)
+                    )
+                ).scalars()
+            )
+        sealed = 0
+        for start in range(0, len(ids), _BATCH):
+            async with self.db.transaction() as session:
+                for webhook_id in ids[start : start + _BATCH]:
+                    hook = await _locked(session, webhook_id)
+                    if hook is None:
+                        continue
+                    try:
+                        values = {
+                            column: box.seal(box.open(hook[column], webhook_id), webhook_id)
+                            for column in ("secret", "previous_secret")
+                            if not box.current(hook[column])
+                        }
+                    except LookupError as exc:  # its key was dropped too early: leave it, say so
+                        log.warning("webhook_secret_unreadable", webhook_id=webhook_id, error=str(exc))
+                        continue
+                    if values:
+                        await _set(session, webhook_id, **values)
+                        sealed += 1
+        if sealed:
+            log.info("webhook_secrets_sealed", count=sealed, kid=box.kid)
+        return sealed
+
     # ---- background -----------------------------------------------------------------------------------
 
     def wake(self) -> None:
         self._wake.set()
 
     async def _run(self) -> None:
+        sealed_at: float | None = None
         while True:
             try:
+                if sealed_at is None or time.monotonic() - sealed_at >= _SEAL_EVERY:
+                    await self.seal_secrets()
+                    sealed_at = time.monotonic()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.interval):
                         await self._wake.wait()
@@ -574,6 +644,35 @@ async def _locked(session: AsyncSession, webhook_id: str) -> dict[str, Any] | No
 
 async def _set(session: AsyncSession, webhook_id: str, **values: Any) -> None:
     await session.execute(update(webhooks).where(webhooks.c.webhook_id == webhook_id).values(**values))
+
+
+async def _supersede_doorbells(session: AsyncSession, webhook_id: str, now: datetime) -> None:
+    """Keep one doorbell waiting per endpoint, so a registry whose endpoint was down is rung once when it is
+    back, not once per inbox batch it missed. A newer doorbell replaces a waiting one never sent (it names a
+    later position); one already sent, or claimed by a worker now sending it, is retried with its own
+    bytes, as Standard Webhooks wants, and the newer news rides on it: a rung registry reads its whole
+    inbox, the position being only the least it will find."""
+    pending = (webhook_deliveries.c.webhook_id == webhook_id) & (webhook_deliveries.c.type == feed.DOORBELL)
+    pending &= webhook_deliveries.c.status == "pending"
+    waiting = (
+        await session.execute(
+            select(
+                webhook_deliveries.c.id, webhook_deliveries.c.attempts, webhook_deliveries.c.next_attempt_at
+            )
+            .where(pending)
+            .order_by(webhook_deliveries.c.position)
+        )
+    ).all()
+    if len(waiting) < 2:
+        return
+    # A claim moves `next_attempt_at` past now (the lease) before the attempt counts.
+    sent = [row for row in waiting if row.attempts > 0 or (_utc(row.next_attempt_at) or now) > now]
+    keep = (sent or waiting)[-1].id
+    await session.execute(
+        update(webhook_deliveries)
+        .where(pending, webhook_deliveries.c.id != keep)
+        .values(status="superseded", next_attempt_at=None)
+    )
 
 
 # ---- HTTP ------------------------------------------------------------------------------------------------
@@ -656,6 +755,7 @@ async def create_webhook(request: Request, principal: CurrentPrincipal, body: We
     now = dispatcher.clock()
     secret = new_secret()
     webhook_id = "wh_" + secrets.token_hex(12)
+    sealed = dispatcher.secret_box.seal(secret, webhook_id)
     async with request.app.state.db.transaction() as session:
         count = (
             await session.execute(select(func.count()).select_from(webhooks).where(webhooks.c.party == party))
@@ -678,7 +778,7 @@ async def create_webhook(request: Request, principal: CurrentPrincipal, body: We
             "event_types": types,
             "description": body.description,
             "status": "active",
-            "secret": secret,
+            "secret": sealed,
             "previous_secret": None,
             "previous_secret_until": None,
             "cursor": int(head or 0),
@@ -737,17 +837,77 @@ async def rotate_secret(
 ) -> JSONResponse:
     """A new secret (shown once); the previous one also signs for 24 h, so receivers can switch over."""
     party = _owner(principal)
-    now = _dispatcher(request).clock()
+    dispatcher = _dispatcher(request)
+    box = dispatcher.secret_box
+    now = dispatcher.clock()
     secret = new_secret()
     until = now + PREVIOUS_SECRET_SIGNS_FOR
     async with request.app.state.db.transaction() as session:
         hook = await _own(session, party, webhook_id)
+        try:
+            previous: str | None = box.seal(box.open(hook["secret"], webhook_id), webhook_id)
+        except LookupError:  # sealed under a key since dropped: it could not sign anyway
+            previous = None
         await _set(
-            session, webhook_id, secret=secret, previous_secret=hook["secret"], previous_secret_until=until
+            session,
+            webhook_id,
+            secret=box.seal(secret, webhook_id),
+            previous_secret=previous,
+            previous_secret_until=until,
         )
     return JSONResponse(
         {"webhook_id": webhook_id, "secret": secret, "previous_secret_expires_at": iso_instant(until)}
     )
+
+
+@webhooks_router.post("/{webhook_id}/enable")
+async def enable_webhook(
+    request: Request, principal: CurrentPrincipal, webhook_id: WebhookPath
+) -> JSONResponse:
+    """Re-activate a disabled endpoint (after a 410 or 72 h of failures); delivery resumes where it stopped.
+
+    The message whose failure disabled it, the ones that failed in the same failure streak and the ones
+    abandoned with it are due again now, each with a fresh retry schedule (their log kept); then every item
+    of its types appended while it was disabled, oldest first, since its feed cursor did not move. Nothing is
+    skipped, and a receiver that would rather not wait reads the feed from its own last position: messages
+    are thin pointers into it. Enabling an active endpoint changes nothing.
+    """
+    party = _owner(principal)
+    dispatcher = _dispatcher(request)
+    now = dispatcher.clock()
+    async with request.app.state.db.transaction() as session:
+        hook = await _locked(session, webhook_id)
+        if hook is None or hook["party"] != party:
+            raise NotFound(f"No webhook {webhook_id} of your Party.", slug="webhook-not-found")
+        if hook["status"] == "disabled":
+            stopped = _utc(hook["failing_since"]) or _utc(hook["disabled_at"]) or now
+            await _set(
+                session,
+                webhook_id,
+                status="active",
+                failing_since=None,
+                disabled_at=None,
+                disabled_reason=None,
+            )
+            await session.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.webhook_id == webhook_id,
+                    or_(
+                        webhook_deliveries.c.status == "abandoned",
+                        and_(
+                            webhook_deliveries.c.status == "failed",
+                            webhook_deliveries.c.last_attempt_at >= stopped,
+                        ),
+                    ),
+                )
+                .values(status="pending", attempts=0, next_attempt_at=now)
+            )
+            await _supersede_doorbells(session, webhook_id, now)
+            log.info("webhook_enabled", webhook_id=webhook_id, party=party, client=principal.client_id)
+        row = await _hook(session, webhook_id)
+    dispatcher.wake()
+    return JSONResponse(_public(row))
 
 
 @webhooks_router.get("/{webhook_id}/deliveries")

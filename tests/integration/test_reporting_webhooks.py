@@ -1,9 +1,12 @@
 """Webhooks (INTERREGISTRY §9, Standard Webhooks 1.0.0) end to end through the gateway, on both backends:
 registration and Party isolation, signatures verified by the `standardwebhooks` package (from a real
 receiver on 127.0.0.1), the retry schedule on a fake clock, `Retry-After`, 410, the 72 h disable with its
-`webhook.disabled` feed item, secret rotation, and the SSRF check repeated at delivery time."""
+`webhook.disabled` feed item, secret rotation, the SSRF check repeated at delivery time, secrets sealed at
+rest (with a rotation of the sealing key), and re-enabling a disabled endpoint."""
 
+import base64
 import json
+import secrets
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +16,12 @@ import httpx
 import pytest
 import standardwebhooks.webhooks as sw
 from aiohttp import web
+from sqlalchemy import select, update
 from standardwebhooks import Webhook, WebhookVerificationError
 
-from services.reporting.webhooks import SCHEDULE, WebhookDispatcher
+from services.reporting.models import webhooks
+from services.reporting.webhooks import SCHEDULE, WebhookDispatcher, new_secret
+from services.reporting.webhooks_secrets import SecretBox
 from tests.integration._ledger_world import PartyActors, World, ledger_world
 
 
@@ -408,3 +414,114 @@ async def test_addresses_are_checked_again_at_delivery_time(world: World) -> Non
     assert refused["last_error"].startswith("refused:") and "127.0.0.1" in refused["last_error"]
     [delivered] = await deliveries(world, gha, good["webhook_id"])
     assert delivered["status"] == "succeeded"
+
+
+async def _stored_secrets(world: World) -> dict[str, tuple[str, str | None]]:
+    """The `webhooks` rows as the database holds them: (secret, previous_secret) per endpoint."""
+    db = world.suite.services["reporting"].state.db
+    async with db.read() as session:
+        rows = (
+            await session.execute(
+                select(webhooks.c.webhook_id, webhooks.c.secret, webhooks.c.previous_secret)
+            )
+        ).all()
+    return {webhook_id: (secret, previous) for webhook_id, secret, previous in rows}
+
+
+def _absent(secret: str, stored: tuple[str, str | None]) -> bool:
+    """Neither the secret's text nor its key bytes (in either base64 alphabet) are in the stored row."""
+    raw = base64.b64decode(secret.removeprefix("whsec_"))
+    forms = {secret, secret.removeprefix("whsec_"), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
+    return not any(form in (value or "") for form in forms for value in stored)
+
+
+async def test_secrets_are_sealed_at_rest_and_the_sealing_key_rotates(world: World) -> None:
+    gha = world.parties["GHA"]
+    clock = FakeClock()
+    receiver = Receiver(httpx.Response(204))
+    worker = drive(world, clock, receiver)
+    first_key, second_key = secrets.token_bytes(32), secrets.token_bytes(32)
+    worker.secret_box = SecretBox([first_key])
+    made = await register(world, gha, "http://127.0.0.1:9001/hook", ["account.*"])
+    hook = made["webhook_id"]
+    assert _absent(made["secret"], (await _stored_secrets(world))[hook])
+    await account_event(world, gha)
+    assert await worker.run_once() == 1
+    assert verify_at(made["secret"], receiver.requests[-1], clock.now)["type"] == "account.blocked"
+
+    rotated = (await world.gateway.post(f"/v1/webhooks/{hook}/rotate-secret", headers=gha.admin)).json()
+    stored = (await _stored_secrets(world))[hook]
+    assert stored[1] is not None and _absent(made["secret"], stored) and _absent(rotated["secret"], stored)
+
+    # A row from before encryption holds the plain secret: it still signs, and the sealing pass seals it.
+    legacy = await register(world, gha, "http://127.0.0.1:9002/hook", ["account.*"])
+    plain = new_secret()
+    async with world.suite.services["reporting"].state.db.transaction() as session:
+        await session.execute(
+            update(webhooks).where(webhooks.c.webhook_id == legacy["webhook_id"]).values(secret=plain)
+        )
+    assert await worker.seal_secrets() == 1
+    assert _absent(plain, (await _stored_secrets(world))[legacy["webhook_id"]])
+
+    # Rotation of the sealing key: a new key first, the pass re-seals every row, the old key goes.
+    worker.secret_box = SecretBox([second_key, first_key])
+    assert await worker.seal_secrets() == 2
+    assert all(
+        s.startswith(worker.secret_box.prefix)
+        for row in (await _stored_secrets(world)).values()
+        for s in row
+        if s
+    )
+    worker.secret_box = SecretBox([second_key])
+    await account_event(world, gha, "unblock")
+    assert await worker.run_once() == 2
+    sent = {r.url.port: r for r in receiver.requests[-2:]}
+    for secret in (made["secret"], rotated["secret"]):  # the previous secret still signs for 24 h
+        assert verify_at(secret, sent[9001], clock.now)["type"] == "account.unblocked"
+    assert verify_at(plain, sent[9002], clock.now)["type"] == "account.unblocked"
+    # Under the first key alone nothing opens any more: the attempt fails and says why.
+    worker.secret_box = SecretBox([first_key])
+    await account_event(world, gha)
+    assert await worker.run_once() == 2
+    [latest, *_] = await deliveries(world, gha, hook)
+    assert latest["status"] == "pending" and latest["last_error"].startswith("secret:")
+
+
+async def test_a_disabled_endpoint_is_enabled_by_its_owner_and_resumes_where_it_stopped(world: World) -> None:
+    gw = world.gateway
+    gha, che = world.parties["GHA"], world.parties["CHE"]
+    clock = FakeClock()
+    receiver = Receiver(httpx.Response(410), httpx.Response(204))
+    worker = drive(world, clock, receiver)
+    made = await register(world, gha, "http://127.0.0.1:9001/hook", ["account.*"])
+    hook = made["webhook_id"]
+    await account_event(world, gha)
+    await account_event(world, gha, "unblock")
+    assert await worker.run_once() == 1  # 410: disabled, the second message abandoned
+    clock.advance(timedelta(hours=1))
+    await account_event(world, gha)  # appended while disabled
+    assert await worker.run_once() == 0
+
+    enable = f"/v1/webhooks/{hook}/enable"
+    assert (await gw.post(enable, headers=che.admin)).status_code == 404
+    assert (await gw.post(enable, headers=gha.viewer)).status_code == 403
+    enabled = await gw.post(enable, headers=gha.admin)
+    assert enabled.status_code == 200, enabled.text
+    shown = enabled.json()
+    assert (shown["status"], shown["disabled_at"], shown["disabled_reason"], shown["failing_since"]) == (
+        "active",
+        None,
+        None,
+        None,
+    )
+    assert await worker.run_once() == 3
+    told = [json.loads(request.content) for request in receiver.requests[1:]]
+    assert [m["type"] for m in told] == ["account.blocked", "account.unblocked", "account.blocked"]
+    positions = [m["data"]["position"] for m in told]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert receiver.requests[1].content == receiver.requests[0].content  # the stopped message, as it was
+    assert {d["status"] for d in await deliveries(world, gha, hook)} == {"succeeded"}
+    assert (await gw.post(enable, headers=gha.admin)).json()[
+        "status"
+    ] == "active"  # enabling twice: no change
+    assert await worker.run_once() == 0

@@ -21,9 +21,11 @@ from sqlalchemy import bindparam, select, update
 from contracts.interregistry import IrxEnvelope
 from kit.db import Database
 from kit.jws import sign, thumbprint
-from services.transactions.interregistry import repository
+from kit.outbox import Outbox
+from services.transactions.interregistry import crashpoints, repository
 from services.transactions.interregistry.models import DIRECTION_OUT, irx_inbox_cursor, irx_message
 from services.transactions.interregistry.signing import IrSigner
+from services.transactions.models import metadata
 
 __all__ = ["INBOX_LAST_POSITION", "InboxRelay"]
 
@@ -48,6 +50,9 @@ class InboxRelay:
         self.db = db
         self.signer = signer
         self.clock = clock
+        #: The doorbell (§4): each numbered batch publishes `interregistry.inbox.available`, on which the
+        #: reporting service rings the registry's webhook.
+        self.outbox = Outbox(db, "transactions", metadata)
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -115,6 +120,7 @@ class InboxRelay:
             )
             if not pending:
                 return 0
+            crashpoints.reach("before_relay_position")
             now = self.clock()
             rows = []
             for offset, row in enumerate(pending, 1):
@@ -152,6 +158,10 @@ class InboxRelay:
                 .where(irx_inbox_cursor.c.registry_id == registry_id)
                 .values(last_position=last)
             )
+            # In the numbering transaction, so each numbered batch is announced exactly once.
+            party = registry_id[:3]
+            doorbell = {"registry_id": registry_id, "party": party, "position": last}
+            await self.outbox.publish(connection, "interregistry.inbox.available", doorbell, party=party)
         INBOX_LAST_POSITION.labels(registry_id).set(last)
         return len(pending)
 
