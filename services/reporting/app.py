@@ -51,7 +51,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         interval=settings.webhook_interval,
         timeout=settings.webhook_timeout,
         secret_box=secret_box(
-            settings.webhook_secret_keys.get_secret_value() if settings.webhook_secret_keys else None,
+            settings.resolved_webhook_secret_keys(),
             production=is_production(settings.environment),
             data_dir=settings.data_dir,
         ),

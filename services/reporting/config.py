@@ -1,5 +1,7 @@
 """Settings of the reporting service (`REGISTRY_*`, `REGISTRY_REPORTING_*`)."""
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, model_validator
 
 from kit.config import Environment, ServiceSettings
@@ -27,18 +29,56 @@ class Settings(ServiceSettings):
         " separated, newest first (webhooks_secrets.py). Required in production; generated under data_dir"
         " elsewhere",
     )
+    webhook_secret_keys_file: Path | None = Field(
+        default=None,
+        description="A file holding the same comma-separated keys (a final newline is ignored): how the deploy"
+        " manifests give them, as a mounted secret. Set this or REGISTRY_WEBHOOK_SECRET_KEYS, not both. Read"
+        " and checked when the app is built, so a rotated file takes effect at the next start",
+    )
 
     @model_validator(mode="after")
     def _webhook_keys(self) -> "Settings":
-        if self.webhook_secret_keys is None:
-            return self  # production refuses when the app is built, so the deploy manifests still load
-        text = self.webhook_secret_keys.get_secret_value()
-        keys = parse_keys(text)  # malformed: refused everywhere, nothing could be sealed with it
-        if self.environment is not Environment.DEVELOPMENT:
-            parts = [part.strip() for part in text.split(",") if part.strip()]
-            if any(looks_like_placeholder(part, key) for part, key in zip(parts, keys, strict=True)):
-                raise ValueError(
-                    f"refusing to start the reporting service ({self.environment.value}):"
-                    " REGISTRY_WEBHOOK_SECRET_KEYS holds a placeholder key"
-                )
+        if self.webhook_secret_keys is not None and self.webhook_secret_keys_file is not None:
+            # Neither may silently win: during a rotation the ignored one would hide the newest key.
+            raise ValueError(
+                "set REGISTRY_WEBHOOK_SECRET_KEYS or REGISTRY_WEBHOOK_SECRET_KEYS_FILE, not both"
+            )
+        if self.webhook_secret_keys is not None:
+            # production without keys refuses when the app is built, so the deploy manifests still load
+            _check_keys(
+                self.webhook_secret_keys.get_secret_value(), self.environment, "REGISTRY_WEBHOOK_SECRET_KEYS"
+            )
         return self
+
+    def resolved_webhook_secret_keys(self) -> str | None:
+        """The configured keys' text, inline or read from `webhook_secret_keys_file` (checked as the inline
+        value is); None when neither is set. `RuntimeError` when the file cannot be read or its keys are
+        refused."""
+        if self.webhook_secret_keys is not None:
+            return self.webhook_secret_keys.get_secret_value()
+        path = self.webhook_secret_keys_file
+        if path is None:
+            return None
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise RuntimeError(f"cannot read the webhook secret keys file {path}: {exc.strerror}") from None
+        try:
+            # bytes that are not text become U+FFFD, which parse_keys refuses as not base64
+            return _check_keys(
+                raw.decode("utf-8", errors="replace"), self.environment, "REGISTRY_WEBHOOK_SECRET_KEYS_FILE"
+            )
+        except ValueError as exc:
+            raise RuntimeError(f"the webhook secret keys from {path}: {exc}") from None
+
+
+def _check_keys(text: str, environment: Environment, source: str) -> str:
+    """`text` when its keys parse and, outside development, none is a placeholder; `ValueError` otherwise."""
+    keys = parse_keys(text)  # malformed: refused everywhere, nothing could be sealed with it
+    if environment is not Environment.DEVELOPMENT:
+        parts = [part.strip() for part in text.split(",") if part.strip()]
+        if any(looks_like_placeholder(part, key) for part, key in zip(parts, keys, strict=True)):
+            raise ValueError(
+                f"refusing to start the reporting service ({environment.value}): {source} holds a placeholder key"
+            )
+    return text

@@ -145,7 +145,7 @@ def secret_box(keys: str | None, *, production: bool, data_dir: Path) -> SecretB
         return SecretBox(parse_keys(keys))
     if production:
         raise RuntimeError(
-            "refusing to start the reporting service in production: REGISTRY_WEBHOOK_SECRET_KEYS is not set"
+            "refusing to start the reporting service in production: REGISTRY_WEBHOOK_SECRET_KEYS(_FILE) is not set"
             " (webhook secrets are stored encrypted; keys are never generated in production)"
         )
     return SecretBox(parse_keys(_read_or_create(data_dir / "reporting" / KEY_FILE_NAME).decode()))

@@ -100,8 +100,11 @@ EXPECTED_SECRET_REFS = {
     (SERVICE_CLIENT_SECRET_REF["name"], SERVICE_CLIENT_SECRET_REF["key"]),
     ("registry-signing-key", "signing-key.pem"),
     ("registry-irx-signing-key", "irx-signing-key.pem"),
+    ("registry-webhook-secret-keys", "webhook-secret-keys"),
 }
 IRX_SIGNING_KEY_SECRET = "registry-irx-signing-key"
+# The keys sealing webhook signing secrets at rest (services/reporting/webhooks_secrets.py): reporting only.
+WEBHOOK_SECRET_KEYS_SECRET = "registry-webhook-secret-keys"
 
 
 def _pid(p: Process) -> str:
@@ -711,6 +714,8 @@ def test_only_the_gateway_gets_gateway_secrets_and_the_signing_key(build: str) -
         allowed = {"registry-database-urls", SERVICE_CLIENT_SECRET_REF["name"]}
         if obj["metadata"]["name"] == "transactions":
             allowed.add(IRX_SIGNING_KEY_SECRET)
+        if obj["metadata"]["name"] == "reporting" and obj["kind"] == "Deployment":
+            allowed.add(WEBHOOK_SECRET_KEYS_SECRET)
         assert {name for name, _ in refs} <= allowed, obj["metadata"]["name"]
 
 
@@ -736,6 +741,28 @@ def test_only_transactions_gets_the_irx_signing_key_read_only(build: str) -> Non
 
 
 @pytest.mark.parametrize("build", BUILDS)
+def test_only_reporting_gets_the_webhook_secret_keys_read_only(build: str) -> None:
+    objs = rendered(build)
+    reporting = one(objs, "Deployment", "reporting")
+    container = process_container(objs, next(p for p in PROCESSES if p.k8s == "reporting"))
+    (volume,) = [v for v in pod_spec(reporting)["volumes"] if "secret" in v]
+    assert volume["secret"]["secretName"] == WEBHOOK_SECRET_KEYS_SECRET
+    assert volume["secret"].get("defaultMode", 0o644) & 0o007 == 0, "webhook secret keys readable by others"
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+    assert mount.get("readOnly") is True and "subPath" not in mount
+    (item,) = volume["secret"]["items"]
+    assert (
+        env_of(container)["REGISTRY_WEBHOOK_SECRET_KEYS_FILE"]["value"]
+        == f"{mount['mountPath']}/{item['path']}"
+    )
+    for obj in workloads(objs):  # the migration Job included: it seals nothing
+        if obj is not reporting:
+            assert WEBHOOK_SECRET_KEYS_SECRET not in {name for name, _ in _secret_refs([obj])}, obj[
+                "metadata"
+            ]["name"]
+
+
+@pytest.mark.parametrize("build", BUILDS)
 @pytest.mark.parametrize("proc", PROCESSES, ids=_pid)
 def test_gateway_and_every_service_get_the_service_client_secret_from_its_secret(
     build: str, proc: Process
@@ -754,6 +781,8 @@ def test_gateway_and_every_service_get_the_service_client_secret_from_its_secret
         expected.add(("registry-signing-key", "signing-key.pem"))
     if proc.k8s == "transactions":
         expected.add((IRX_SIGNING_KEY_SECRET, "irx-signing-key.pem"))
+    if proc.k8s == "reporting":
+        expected.add((WEBHOOK_SECRET_KEYS_SECRET, "webhook-secret-keys"))
     assert _secret_refs([one(objs, "Deployment", proc.k8s)]) == expected
 
 
@@ -956,6 +985,10 @@ def test_process_settings_load_from_the_rendered_environment(
         assert settings.gateway_url == GATEWAY_URL
         assert settings.jwks_url == JWKS_URL
         assert settings.service_client_id == f"svc-{proc.name}"
+    if (
+        proc.k8s == "reporting"
+    ):  # the variable's name is the setting's, or production would start without keys
+        assert settings.webhook_secret_keys_file is not None
 
 
 def test_production_gateway_refuses_to_start_without_the_service_client_secret(
@@ -1224,6 +1257,10 @@ def test_compose_gateway_signing_key_is_a_git_ignored_compose_secret() -> None:
             assert svc["secrets"] == ["irx_signing_key"]
             assert compose_env(svc)["REGISTRY_IRX_SIGNING_KEY_FILE"] == "/run/secrets/irx_signing_key"
             assert doc["secrets"]["irx_signing_key"]["file"].startswith("./secrets/")
+        elif name == "reporting":  # the keys sealing its webhook secrets at rest
+            assert svc["secrets"] == ["webhook_secret_keys"]
+            assert compose_env(svc)["REGISTRY_WEBHOOK_SECRET_KEYS_FILE"] == "/run/secrets/webhook_secret_keys"
+            assert doc["secrets"]["webhook_secret_keys"]["file"].startswith("./secrets/")
         elif name != "gateway":
             assert "secrets" not in svc, f"{name} gets a compose secret"
         if name != "gateway":
