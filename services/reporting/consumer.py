@@ -211,6 +211,7 @@ class Consumer:
             )
             now = datetime.now(UTC)
             items: list[Any] = []
+            applied_rows: list[dict[str, Any]] = []
             for event in fresh:
                 if str(event.id) in seen:
                     continue
@@ -218,16 +219,18 @@ class Consumer:
                 await self._apply(session, event)
                 # After `_apply`: a section event's new designations already hold for its own items.
                 items.extend(await feed.derive(session, event))
-                await session.execute(
-                    insert(inbox).values(
-                        event_id=str(event.id),
-                        producer=producer,
-                        position=event.position,
-                        type=event.type,
-                        applied_at=now,
-                    )
+                applied_rows.append(
+                    {
+                        "event_id": str(event.id),
+                        "producer": producer,
+                        "position": event.position,
+                        "type": event.type,
+                        "applied_at": now,
+                    }
                 )
-                applied += 1
+            if applied_rows:  # one statement for the page's inbox rows, in the same transaction
+                await session.execute(insert(inbox), applied_rows)
+            applied = len(applied_rows)
             # In this transaction, which holds the producer's cursor lock: see `feed.append`.
             appended = await feed.append(session, items)
             await session.execute(

@@ -31,8 +31,7 @@ from kit.auth import CurrentPrincipal, Principal
 from kit.db import Database
 from kit.errors import BadRequest, Forbidden
 from services.reporting.aef import iso_instant
-from services.reporting.models import party_events, party_feed_heads, submissions
-from services.reporting.public import confidential_fields
+from services.reporting.models import party_events, party_feed_heads, sections, submissions
 
 __all__ = [
     "DOORBELL",
@@ -252,15 +251,32 @@ _CARRIERS: dict[str, tuple[str, ...]] = {
 }
 
 
-async def _hidden_from(session: AsyncSession, party: str, others: Iterable[str]) -> set[str]:
+async def _designated(session: AsyncSession, parties: Iterable[str]) -> dict[str, set[str]]:
+    """Per Party concerned, the view keys its AEF `actions`/`holdings` designations hide from the others
+    (one statement for every Party of the event)."""
+    wanted = sorted(set(parties))
+    if len(wanted) < 2:
+        return {}  # a Party's own items hide nothing from it
+    rows = await session.execute(
+        select(sections.c.party, sections.c.confidential_fields).where(sections.c.party.in_(wanted))
+    )
+    carried: dict[str, set[str]] = {}
+    for party, fields in rows:
+        keys: set[str] = set()
+        for name in fields or []:
+            table, _, key = str(name).partition(".")
+            if table in ("actions", "holdings"):
+                keys.update(_CARRIERS.get(key, ()))
+        carried[party] = keys
+    return carried
+
+
+def _hidden_from(designated: dict[str, set[str]], party: str) -> set[str]:
     """The view keys `party` must not see because another Party concerned designated them."""
     hidden: set[str] = set()
-    for other in others:
-        if other == party:
-            continue
-        fields = await confidential_fields(session, other)
-        for key in fields.get("actions", set()) | fields.get("holdings", set()):
-            hidden.update(_CARRIERS.get(key, ()))
+    for other, keys in designated.items():
+        if other != party:
+            hidden |= keys
     return hidden
 
 
@@ -275,8 +291,9 @@ async def _transaction(session: AsyncSession, event: FeedEvent, kind: str) -> li
     if not parties and event.party:
         parties = {event.party}
     items = []
+    designated = await _designated(session, parties)
     for party in sorted(parties):
-        hidden = await _hidden_from(session, party, parties)
+        hidden = _hidden_from(designated, party)
         mine = party == data.get("from_party")
         view: dict[str, Any] = {
             "transaction_id": data.get("transaction_id"),
