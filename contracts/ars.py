@@ -24,7 +24,7 @@ from contracts.actions import (
     TransactionStatus,
 )
 from contracts.identifiers import MAX_SERIAL, MAX_VINTAGE, MIN_VINTAGE
-from contracts.parties import CooperativeApproachId, PartyCode
+from contracts.parties import CooperativeApproachId, PartyCode, RegistryId
 from contracts.party_sections import EntityId
 from contracts.problems import CheckResult
 from contracts.transactions import Block, Underlying
@@ -427,6 +427,10 @@ class MOFirstTransferCreate(_Strict):
     vintage: _Vintage | None = Field(default=None, description="Only MOs of this vintage (default: any)")
     quantity: _Quantity
     to_account: Annotated[str, StringConstraints(min_length=1, max_length=64)] | None = None
+    to_registry: RegistryId | None = Field(
+        default=None,
+        description="A connected national registry (INTERREGISTRY §5.3); `to_account` is then its account id",
+    )
     use: MOUse | None = None
     cancellation: MOUse | None = None
     note: _LongText | None = None
@@ -436,13 +440,16 @@ class MOFirstTransferCreate(_Strict):
         given = [x for x in (self.to_account, self.use, self.cancellation) if x is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of to_account, use and cancellation")
+        if self.to_registry is not None and self.to_account is None:
+            raise ValueError("to_registry needs to_account (the registry's account id)")
         return self
 
 
 class MOFirstTransfer(BaseModel):
     """A first transfer and where its saga stands: `pending` until the IR confirms (`completed`, with the
     ITMO blocks created) or refuses for good (`released`, with the failed checks; the MOs are authorized
-    again). `refused`: the ARS's own checks failed; nothing was reserved.
+    again). `refused`: the ARS's own checks failed; nothing was reserved. With `to_registry` it stays `pending`
+    (`transaction_status: sent`) until the connected registry decides (INTERREGISTRY §5.3).
     """
 
     operation_id: str
@@ -455,6 +462,9 @@ class MOFirstTransfer(BaseModel):
     first_transfer_definition: FirstTransferDefinition
     quantity: int
     to_account: str | None
+    to_registry: str | None = Field(
+        default=None, description="The connected registry it was proposed to (null: into the IR)"
+    )
     use: dict[str, Any] | None = Field(default=None, description="What the IR was asked to do at use")
     blocks: list[Block] = Field(description="The ITMO blocks created (empty until completed)")
     mo_blocks: list[dict[str, Any]] = Field(description="The MO serial ranges the operation holds or took")

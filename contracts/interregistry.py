@@ -75,11 +75,13 @@ __all__ = [
     "InboxItem",
     "InboxPage",
     "InboxState",
+    "IncomingDecisionNote",
     "IrxCode",
     "IrxEnvelope",
     "IrxEnvironment",
     "IrxMessageType",
     "IrxVersionInfo",
+    "KeyRevocation",
     "Notice",
     "ReconciliationAuditTrail",
     "ReconciliationBlocks",
@@ -101,6 +103,8 @@ __all__ = [
     "RegistryActivate",
     "RegistryContact",
     "RegistryCreate",
+    "RegistryKey",
+    "RegistryKeyPage",
     "RegistryLifecycleNote",
     "RegistryPatch",
     "RegistryPublic",
@@ -167,6 +171,12 @@ _Note = Annotated[StrictStr, StringConstraints(min_length=1, max_length=4000)]
 _AccountRef = Annotated[StrictStr, StringConstraints(min_length=1, max_length=64)]
 _Position = Annotated[StrictInt, Field(ge=0)]
 _Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+#: An OAuth2 client id as the gateway issues them (`c_…`, or a configured bootstrap id).
+ClientIdRef = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,64}$"),
+    Field(description="OAuth2 client id (gateway `/v1/clients`)", examples=["c_3f9a1b2c4d5e6f70"]),
+]
 
 
 class _Strict(BaseModel):
@@ -898,6 +908,11 @@ class TransferDecision(BaseModel):
     ir_transaction_id: str | None = Field(
         default=None, description="Incoming transfers: the ledger transaction"
     )
+    respond_by: AwareDatetime | None = Field(
+        default=None,
+        description="Incoming under manual acceptance (202 `awaiting_approval`): the IR Party decides by then,"
+        " else `terminated`",
+    )
 
 
 class TransferCancel(_Strict):
@@ -1335,6 +1350,11 @@ class RegistryCreate(_Strict):
     )
     contacts: list[RegistryContact] = Field(default_factory=list, max_length=20)
     webhook_url: AnyHttpUrl | None = None
+    clients: list[ClientIdRef] = Field(
+        default_factory=list,
+        max_length=20,
+        description="OAuth2 clients allowed to speak for the registry (§2.2; others are refused 1004)",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> "RegistryCreate":
@@ -1402,6 +1422,9 @@ class RegistryRecord(RegistryPublic):
     version: int = Field(ge=1)
     last_seq_received: int = Field(default=0, ge=0)
     clock_skew_ms: int | None = Field(default=None, description="From the last hello; beyond ±30 s flagged")
+    clients: list[str] = Field(
+        default_factory=list, description="OAuth2 client ids listed for the registry (§2.2; 1004 otherwise)"
+    )
     created_at: datetime
     updated_at: datetime
 
@@ -1417,6 +1440,42 @@ class RegistryActivate(_Strict):
 
     conformance_run_id: _Text | None = None
     note: _Note | None = None
+
+
+class KeyRevocation(_Strict):
+    """Body of `POST /v1/interregistry/registries/{id}/keys/{kid}/revoke` (secretariat_admin, §2.3):
+    messages signed with the kid are refused (1006) from `revoked_at` on (default: now)."""
+
+    revoked_at: AwareDatetime | None = Field(
+        default=None, description="From when (past: a compromise found late; future: a planned retirement)"
+    )
+    note: _Note = Field(description="Why (kept with the key and in the outbox event)")
+
+
+class RegistryKey(BaseModel):
+    """A signing key of a registry as the IR knows it: verified with (first/last seen), revoked, or both."""
+
+    registry_id: RegistryId
+    kid: str
+    thumbprint: str | None = Field(description="RFC 7638; null for a kid revoked before any message used it")
+    jwk: dict[str, Any] | None
+    first_seen: datetime | None
+    last_seen: datetime | None
+    revoked_at: datetime | None
+    revoked_by: str | None
+    revocation_note: str | None
+
+
+class RegistryKeyPage(BaseModel):
+    items: list[RegistryKey]
+    next_cursor: str | None = None
+
+
+class IncomingDecisionNote(_Strict):
+    """Optional body of `POST /v1/transactions/{id}/reject`: the acquiring Party's approver declines an
+    incoming transfer awaiting approval (§6)."""
+
+    reason: _Note | None = Field(default=None, description="Reject: sent to the registry with code 5904")
 
 
 HelloResponse.model_rebuild()

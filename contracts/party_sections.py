@@ -22,6 +22,7 @@ __all__ = [
     "CooperativeApproach",
     "CooperativeApproachCreate",
     "EntityId",
+    "IncomingAcceptance",
     "LongText",
     "NdcPeriod",
     "PartySection",
@@ -72,9 +73,21 @@ class ConfidentialDesignation(_Strict):
     basis: LongText = Field(description="Why the field is confidential (the stated basis)")
 
 
+class IncomingAcceptance(StrEnum):
+    """How the section takes transfers from connected national registries (INTERREGISTRY §6)."""
+
+    AUTOMATIC = "automatic"
+    MANUAL = "manual"
+
+
 class SectionSettings(BaseModel):
     four_eyes: bool = Field(default=False, description="Unit movements need a second principal's approval")
     confidential_fields: list[ConfidentialDesignation] = Field(default_factory=list)
+    incoming_acceptance: IncomingAcceptance = Field(
+        default=IncomingAcceptance.AUTOMATIC,
+        description="`manual`: a transfer from a connected registry waits (202, units `pending_in`) for an "
+        "approver's `POST /v1/transactions/{id}/approve` or `/reject` before its `respond_by`",
+    )
 
 
 class SectionSettingsPatch(_Strict):
@@ -82,6 +95,7 @@ class SectionSettingsPatch(_Strict):
 
     four_eyes: bool | None = None
     confidential_fields: list[ConfidentialDesignation] | None = Field(default=None, max_length=200)
+    incoming_acceptance: IncomingAcceptance | None = None
 
     @model_validator(mode="after")
     def _unique_fields(self) -> "SectionSettingsPatch":
@@ -211,5 +225,7 @@ class SectionLookup(BaseModel):
     status: SectionStatus
     ars: bool
     four_eyes: bool
+    # A default, so the ledger still reads the answer of a party_sections deployed before the setting.
+    incoming_acceptance: IncomingAcceptance = IncomingAcceptance.AUTOMATIC
     ndc_periods: list[NdcPeriod]
     version: int

@@ -375,7 +375,15 @@ class FirstTransferCreate(_Strict):
     authorized_quantity: int | None = Field(
         default=None, ge=1, description="The authorization's Authorized quantity, when it sets one (T6)"
     )
-    to_account: _AccountRef | None = Field(default=None, description="Destination IR holding account")
+    to_account: _AccountRef | None = Field(
+        default=None,
+        description="Destination IR holding account; with `to_registry`, the registry's own account id",
+    )
+    to_registry: RegistryId | None = Field(
+        default=None,
+        description="A connected registry (INTERREGISTRY §5.3): the first transfer is proposed to it and "
+        "happens when it accepts (202 `sent` until then)",
+    )
     use: FirstTransferUse | None = Field(
         default=None, description="Use or Cancellation: what happens at once"
     )
@@ -392,6 +400,8 @@ class FirstTransferCreate(_Strict):
             and self.first_transfer_definition is not FirstTransferDefinition.USE_OR_CANCELLATION
         ):
             raise ValueError("use applies only to the first transfer definition 'Use or Cancellation'")
+        if self.to_registry is not None and self.to_account is None:
+            raise ValueError("to_registry needs to_account (the registry's account id)")
         return self
 
 

@@ -2,7 +2,7 @@
 
 Codes the ledger also decides keep the ledger's code and title (A04, A05, A06, T05, T05A, T06, T07, T08, T10):
 the ARS runs them first so a refusal never reserves anything, and the IR runs them again when it creates the
-ITMOs. `M..` codes are the ARS's own. Codes are stable: never renumbered, never reused.
+ITMOs. `M..` codes are the ARS's own; `3002` is the IR's inter-registry code for a registry that cannot receive. Codes are stable: never renumbered, never reused.
 """
 
 from contracts.problems import CheckResult
@@ -59,6 +59,12 @@ CATALOGUE: tuple[CheckDefinition, ...] = (
         _ISSUE,
     ),
     _check("M08", "The using or cancelling entity is an entity the Party authorized (AEF Table 5)", _FT),
+    _check(
+        "3002",
+        "The connected registry named by to_registry is known to the IR and may receive transfers "
+        "(INTERREGISTRY §5.3; the IR's code)",
+        _FT,
+    ),
 )
 
 _TITLES = {check.code: check.title for check in CATALOGUE}

@@ -21,6 +21,8 @@ class Settings(ServiceSettings):
     #: Backoff between attempts of one pending first transfer: base * 2**attempts, at most the maximum.
     saga_retry_base_seconds: float = 0.5
     saga_retry_max_seconds: float = 60.0
+    #: A first transfer proposed to a connected registry: how often the IR is asked whether it was decided.
+    saga_registry_poll_seconds: float = 30.0
     #: How long a driver owns a pending operation before the resumer may try it too.
     saga_lease_seconds: float = 15.0
     #: Four-eyes: a first transfer awaiting approval longer than this is cancelled (its MOs released).

@@ -1,4 +1,5 @@
-"""What party_sections knows, read over its internal API as this service (kit.service_client).
+"""What party_sections knows, read over its internal API as this service (kit.service_client), and the
+connected registries' public records, which the transactions service keeps.
 
 Reads happen before a write transaction opens, never inside one: no database lock is held across HTTP.
 """
@@ -9,8 +10,9 @@ import httpx
 import structlog
 
 from contracts.accounts import AccountStatus, AccountType
+from contracts.interregistry import RegistryPublic
 from contracts.party_sections import AccountLookup, AuthorizedEntity, CooperativeApproach, SectionLookup
-from kit.errors import DomainError
+from kit.errors import DomainError, ServiceUnavailable
 from kit.service_client import Peers
 
 __all__ = ["Directory"]
@@ -67,3 +69,18 @@ class Directory:
             if a.status is AccountStatus.OPEN and a.holder_entity_id is None and a.party == party
         ]
         return min(usable, key=_account_order) if usable else None
+
+    async def registry(self, registry_id: str) -> RegistryPublic | None:
+        """A connected national registry's public record (INTERREGISTRY §2.1), None if the IR has none."""
+        try:
+            response = await self.peers.request(
+                "transactions", "GET", f"/v1/interregistry/registries/{registry_id}"
+            )
+        except Exception as exc:  # unreachable or timed out: nothing is reserved on a guess
+            raise ServiceUnavailable("The transactions service did not answer a registry lookup.") from exc
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            log.error("registry_lookup_failed", registry_id=registry_id, status=response.status_code)
+            raise ServiceUnavailable("The transactions service did not answer a registry lookup.")
+        return RegistryPublic.model_validate(response.json())

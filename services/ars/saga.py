@@ -9,6 +9,10 @@
    connection refused, 5xx, 409 in flight, an unexpected 4xx) leaves it `pending` with a growing backoff.
 4. The resumer (`start()`, also run once at startup) drives every pending operation whose time has come,
    so a crash of either side at any point ends, after restart, in `completed` or `released`.
+5. A first transfer to a connected registry (INTERREGISTRY §5.3, `to_registry`) is answered 202: the IR has
+   proposed it and the registry decides. The operation stays `pending` with the IR transaction id and is asked
+   again every `saga_registry_poll_seconds`; the IR answers the same request with the transfer's state, 201
+   once the registry accepted, 422 (with the codes) once it was rejected, terminated or cancelled.
 
 Finishing is a compare-and-set on `status = 'pending'`: two drivers racing (a request and the resumer, or two
 replicas) both get the IR's same answer, and only one applies it.
@@ -101,6 +105,8 @@ class FirstTransferSaga:
             body = {}
         if response.status_code in (200, 201):
             return await self._complete(operation_id, body)
+        if response.status_code == 202 and isinstance(body, dict) and body.get("interregistry"):
+            return await self._await_registry(operation_id, body)
         if response.status_code == 422 and isinstance(body, dict) and body.get("checks"):
             return await self._release(operation_id, body)
         title = body.get("title") if isinstance(body, dict) else None
@@ -134,6 +140,27 @@ class FirstTransferSaga:
                     updated_at=now,
                 )
             )
+
+    async def _await_registry(self, operation_id: str, transaction: dict[str, Any]) -> str:
+        """The IR proposed the first transfer to a connected registry: ask again later (not an error, so no
+        backoff), showing the IR transaction meanwhile."""
+        now = datetime.now(UTC)
+        async with self.db.connect() as connection:
+            await connection.execute(
+                update(first_transfers)
+                .where(
+                    first_transfers.c.operation_id == operation_id,
+                    first_transfers.c.status == FirstTransferStatus.PENDING.value,
+                )
+                .values(
+                    transaction_id=transaction.get("transaction_id"),
+                    transaction_status=transaction.get("status"),
+                    last_error=None,
+                    next_attempt_at=now + timedelta(seconds=self.settings.saga_registry_poll_seconds),
+                    updated_at=now,
+                )
+            )
+        return FirstTransferStatus.PENDING.value
 
     async def _complete(self, operation_id: str, transaction: dict[str, Any]) -> str:
         now = datetime.now(UTC)
@@ -177,6 +204,7 @@ class FirstTransferSaga:
                     "first_transfer_definition": operation["first_transfer_definition"],
                     "quantity": operation["quantity"],
                     "to_account": operation["to_account"],
+                    "to_registry": (operation["request"] or {}).get("to_registry"),
                     "use": operation["use"],
                     "mo_ranges": operation["mo_ranges"],
                     "blocks": transaction.get("blocks", []),
@@ -206,7 +234,7 @@ class FirstTransferSaga:
                 .values(
                     status=FirstTransferStatus.RELEASED.value,
                     transaction_id=problem.get("transaction_id"),
-                    transaction_status="rejected",
+                    transaction_status=problem.get("transaction_status") or "rejected",
                     checks=problem.get("checks", []),
                     completed_at=now,
                     updated_at=now,

@@ -46,7 +46,9 @@ from contracts.ars import (
     MOFirstTransferCreate,
     parse_timeframe,
 )
+from contracts.interregistry import RegistryPublic, RegistryStatus
 from contracts.pagination import Page
+from contracts.parties import registry_party
 from contracts.party_sections import SectionLookup, SectionStatus
 from contracts.problems import CheckResult, problem_type
 from contracts.transactions import Block
@@ -92,6 +94,9 @@ _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _HOLDING_STATES = (MOState.AUTHORIZED.value, MOState.RESERVED.value, MOState.FIRST_TRANSFERRED.value)
 _CAP_STATES = _HOLDING_STATES
 _FIRST_TRANSFERRED_OR_HELD = (MOState.RESERVED.value, MOState.FIRST_TRANSFERRED.value)
+#: Registry statuses the ARS lets a first transfer be proposed to; the IR decides 3002 exactly (a sandbox
+#: registry may receive before going live, a production one only when active).
+_RECEIVING_REGISTRY = frozenset({RegistryStatus.ACTIVE, RegistryStatus.ONBOARDING, RegistryStatus.TESTING})
 
 
 def new_id(prefix: str) -> str:
@@ -896,6 +901,7 @@ class ArsService:
         to_account: str | None,
         use: dict[str, Any] | None,
         origin: str,
+        to_registry: str | None = None,
         initiated_by: str,
         note: str | None,
         now: datetime,
@@ -945,6 +951,8 @@ class ArsService:
             request["use"] = use
         else:
             request["to_account"] = to_account
+        if to_registry is not None:
+            request["to_registry"] = to_registry
         if note is not None:
             request["note"] = note
         quantity = sum(int(r["last_serial"]) - int(r["first_serial"]) + 1 for r in rows)
@@ -1084,19 +1092,23 @@ class ArsService:
             failed.add("A04", f"the Party section of {party} is not open with the ARS ({shown})")
         version = await self._read_version(party, body.authorization_id)
         destination = None
+        registry: RegistryPublic | None = None
         participants: frozenset[str] = frozenset()
-        if body.to_account is not None:
+        if body.to_registry is not None:
+            registry = await self.directory.registry(body.to_registry)
+        elif body.to_account is not None:
             destination = await self.directory.account(body.to_account)
+        to_party = registry_party(body.to_registry) if body.to_registry else destination and destination.party
         definition = FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER
         use: dict[str, Any] | None = None
         if version is None:
             failed.add("M01", f"{party} has no authorization {body.authorization_id!r}")
         else:
-            if destination is not None and destination.party != party:
+            if to_party is not None and to_party != party:
                 ca = await self.directory.cooperative_approach(version["ca_id"])
                 participants = frozenset(ca.participants) if ca else frozenset()
             definition, use = self._first_transfer_checks(
-                party, version, body, destination, participants, failed
+                party, version, body, destination, participants, failed, registry
             )
             act = body.use or body.cancellation
             entity = act.using_entity_id if act is not None else None
@@ -1183,6 +1195,7 @@ class ArsService:
                 definition=definition,
                 rows=rows,
                 to_account=body.to_account,
+                to_registry=body.to_registry,
                 use=use,
                 origin="request",
                 initiated_by=principal.client_id,
@@ -1201,6 +1214,7 @@ class ArsService:
         destination: Any,
         participants: frozenset[str],
         failed: Failures,
+        registry: RegistryPublic | None = None,
     ) -> tuple[FirstTransferDefinition, dict[str, Any] | None]:
         purposes = Purpose(version["purposes"])
         oimp_definition = (
@@ -1211,14 +1225,24 @@ class ArsService:
         if version["status"] == AuthorizationStatus.REVOKED.value:
             failed.add("M02", f"authorization {body.authorization_id} is revoked")
         if body.to_account is not None:
-            if destination is None or destination.status is not AccountStatus.OPEN:
-                failed.add("A05", f"{body.to_account} does not exist or is not open")
-                return FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER, None
-            if destination.type is not AccountType.HOLDING:
-                failed.add("A06")
-            if destination.section_status is not SectionStatus.OPEN:
-                failed.add("T10", f"the destination Party section is {destination.section_status.value}")
-            if destination.party == party:
+            if body.to_registry is not None:
+                # INTERREGISTRY §5.3: the account is the registry's own (opaque to the IR); the registry's
+                # Party acquires. The IR checks again (3002, 5905, 5907) when it proposes the transfer.
+                to_party = registry_party(body.to_registry)
+                if registry is None or registry.status not in _RECEIVING_REGISTRY:
+                    shown = "unknown" if registry is None else registry.status.value
+                    failed.add("3002", f"{body.to_registry} cannot receive transfers ({shown})")
+                own = "national registry"
+            else:
+                if destination is None or destination.status is not AccountStatus.OPEN:
+                    failed.add("A05", f"{body.to_account} does not exist or is not open")
+                    return FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER, None
+                if destination.type is not AccountType.HOLDING:
+                    failed.add("A06")
+                if destination.section_status is not SectionStatus.OPEN:
+                    failed.add("T10", f"the destination Party section is {destination.section_status.value}")
+                to_party, own = destination.party, "account"
+            if to_party == party:
                 if oimp_definition in (
                     FirstTransferDefinition.AUTHORISATION,
                     FirstTransferDefinition.ISSUANCE,
@@ -1226,7 +1250,7 @@ class ArsService:
                     return oimp_definition, None
                 failed.add(
                     "M06",
-                    "a first transfer into the Party's own account is the OIMP first transfer of an authorization "
+                    f"a first transfer into the Party's own {own} is the OIMP first transfer of an authorization "
                     "whose definition is Authorisation or Issuance",
                 )
                 return FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER, None
@@ -1235,9 +1259,9 @@ class ArsService:
                     "T05", f"authorization {body.authorization_id} ({purposes.value}) does not cover NDC use"
                 )
             allowed = version["authorized_parties"]
-            if allowed and destination.party not in allowed:
-                failed.add("T05A", f"authorization {body.authorization_id} does not name {destination.party}")
-            missing = sorted({party, destination.party} - participants)
+            if allowed and to_party not in allowed:
+                failed.add("T05A", f"authorization {body.authorization_id} does not name {to_party}")
+            missing = sorted({party, to_party} - participants)
             if missing:
                 failed.add("T07", f"{', '.join(missing)} not participating in {version['ca_id']}")
             return FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER, None
@@ -1333,6 +1357,7 @@ class ArsService:
             first_transfer_definition=FirstTransferDefinition(row["first_transfer_definition"]),
             quantity=row["quantity"],
             to_account=row["to_account"],
+            to_registry=(row["request"] or {}).get("to_registry"),
             use=row["use"],
             blocks=[Block.model_validate(b) for b in row["result_blocks"] or []],
             mo_blocks=row["mo_ranges"] or [],

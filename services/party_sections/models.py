@@ -72,6 +72,8 @@ class SectionRow(Model, table=True):
     four_eyes: bool
     # [{"field": "<table>.<key>", "basis": "..."}]: a small list read and written whole with the settings.
     confidential_fields: list[dict[str, str]] = Field(sa_column=Column(JSON, nullable=False))
+    # `automatic` or `manual` (contracts.party_sections.IncomingAcceptance): read by the ledger's directory.
+    incoming_acceptance: str = Field(sa_column=Column(String(16), nullable=False, server_default="automatic"))
     version: int = Field(sa_type=BigInteger)
     created_at: datetime = _utc_column()
     updated_at: datetime = _utc_column()

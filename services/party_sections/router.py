@@ -325,7 +325,7 @@ async def update_settings(
     response: Response,
     if_match: Annotated[str | None, Header(max_length=200, description="The section's current ETag")] = None,
 ) -> PartySection:
-    """Change four-eyes and confidentiality designations (party_admin; `If-Match` required)."""
+    """Change four-eyes, confidentiality designations and incoming acceptance (party_admin; `If-Match`)."""
     section = await service.update_settings(principal, party, if_match, body)
     _etag(response, section.version)
     return section

@@ -40,6 +40,7 @@ from contracts.party_sections import (
     ConfidentialDesignation,
     CooperativeApproach,
     CooperativeApproachCreate,
+    IncomingAcceptance,
     NdcPeriod,
     PartySection,
     PartySectionCreate,
@@ -173,6 +174,7 @@ def _section(row: Mapping[Any, Any]) -> PartySection:
             confidential_fields=[
                 ConfidentialDesignation.model_validate(d) for d in row["confidential_fields"]
             ],
+            incoming_acceptance=IncomingAcceptance(row["incoming_acceptance"]),
         ),
         version=row["version"],
         created_at=_utc(row["created_at"]),
@@ -393,6 +395,7 @@ class PartySectionsService:
             "ars": body.ars,
             "four_eyes": False,
             "confidential_fields": [],
+            "incoming_acceptance": IncomingAcceptance.AUTOMATIC.value,
             "version": 1,
             "created_at": now,
             "updated_at": now,
@@ -622,6 +625,11 @@ class PartySectionsService:
                 designations = [_json(d) for d in patch.confidential_fields]
                 if designations != row["confidential_fields"]:
                     values["confidential_fields"] = designations
+            if (
+                patch.incoming_acceptance is not None
+                and patch.incoming_acceptance.value != row["incoming_acceptance"]
+            ):
+                values["incoming_acceptance"] = patch.incoming_acceptance.value
             if not values:  # nothing changes: no new version, no audit row, no event
                 return _section(row)
             before = {key: row[key] for key in values}
@@ -854,6 +862,7 @@ class PartySectionsService:
             status=SectionStatus(section["status"]),
             ars=section["ars"],
             four_eyes=section["four_eyes"],
+            incoming_acceptance=IncomingAcceptance(section["incoming_acceptance"]),
             ndc_periods=[NdcPeriod(first_year=first, last_year=last) for first, last in periods],
             version=section["version"],
         )

@@ -12,7 +12,7 @@ from kit.app import create_app as create_service_app
 from kit.idempotency import IdempotencyStore
 from services.transactions.config import Settings
 from services.transactions.directory import Directory
-from services.transactions.interregistry import reconciliation_router, sandbox
+from services.transactions.interregistry import conformance_runs, reconciliation_router, sandbox
 from services.transactions.interregistry.relay import InboxRelay
 from services.transactions.interregistry.router import router as interregistry_router
 from services.transactions.interregistry.service import Interregistry
@@ -93,4 +93,5 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
     sandbox.install(app)  # §11 sandbox-only endpoints and faults (404 in production)
     # §8 reconciliation: routes, app.state.reconciliations and its schedule (deadlines, daily start).
     reconciliation_router.install(app, settings)
+    conformance_runs.install(app)  # §11 conformance runs and the sandbox's reconciliation levers
     return app

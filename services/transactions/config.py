@@ -59,6 +59,12 @@ class Settings(ServiceSettings):
     irx_terminator_seconds: float = Field(
         default=60.0, gt=0, description="How often outgoing transfers past respond_by are terminated (6001)"
     )
+    irx_jwks_refetch_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="An unknown kid refetches a registry's jwks_url at most this often (§2.3: once a minute);"
+        " the sandbox tells the conformance kit (GET /v1/interregistry/sandbox/settings)",
+    )
     irx_max_clock_skew_seconds: float = Field(
         default=30.0, gt=0, description="A hello reporting more clock skew than this flags the registry"
     )

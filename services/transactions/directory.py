@@ -1,6 +1,7 @@
 """What party_sections knows (accounts, sections, cooperative approaches), as the ledger reads it: cached.
 
-Every transfer needs its source and destination accounts' status, section status and four-eyes setting.
+Every transfer needs its source and destination accounts' status, section status and four-eyes setting
+(and a transfer from a connected registry its section's `incoming_acceptance`, from `section(party)`).
 Reading them over party_sections' internal API cost two HTTP calls per transfer, more CPU than the ledger's
 own SQL (docs/ledger.md "Throughput"), so the answers are cached here and kept true in three ways:
 
@@ -9,7 +10,8 @@ own SQL (docs/ledger.md "Throughput"), so the answers are cached here and kept t
    Party's section and every cached account of the Party, `cooperative_approach.*` the CA.
 2. **Invalidate on write.** party_sections calls `POST /internal/v1/directory/invalidations` after it
    commits a change to an account, a section, its settings or NDC periods and before it answers its
-   caller, so whoever blocked an account or switched four-eyes on sees the ledger honour it at once.
+   caller, so whoever blocked an account or switched four-eyes or manual acceptance on sees the ledger
+   honour it at once.
 3. **Trust only a live follower.** A cached answer is used only while the follower has read the feed to its
    end within `max_lag` seconds and the entry is younger than `ttl`; otherwise the lookup goes to
    party_sections (which, if it is down, makes the transaction refuse: nothing moves on an unknown account).

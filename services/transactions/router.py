@@ -2,10 +2,11 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 
 from contracts.actions import TransactionStatus
+from contracts.interregistry import IncomingDecisionNote
 from contracts.pagination import Page
 from contracts.parties import PartyCode
 from contracts.problems import PROBLEM_MEDIA_TYPE, Problem
@@ -118,8 +119,29 @@ async def approve_transaction(
     principal: CurrentPrincipal,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JSONResponse:
-    """Four-eyes: an approver of the Party other than the initiator completes the transaction."""
+    """Four-eyes: an approver of the Party other than the initiator completes the transaction. An incoming
+    transfer from a connected registry awaiting approval (`incoming_acceptance: manual`) is accepted by an
+    approver of the acquiring Party."""
     return _answer(await _ledgers(request).approve(principal, transaction_id, idempotency_key))
+
+
+@router.post(
+    "/v1/transactions/{transaction_id}/reject",
+    response_model=Transaction,
+    responses=_PROBLEMS,
+    tags=["transactions"],
+)
+async def reject_transaction(
+    request: Request,
+    transaction_id: str,
+    principal: CurrentPrincipal,
+    body: Annotated[IncomingDecisionNote | None, Body()] = None,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JSONResponse:
+    """An approver of the acquiring Party declines an incoming transfer awaiting approval: `rejected`
+    (5904, `reason` as its message), the pending units dropped, the registry told through its inbox."""
+    reason = body.reason if body is not None else None
+    return _answer(await _ledgers(request).reject(principal, transaction_id, reason, idempotency_key))
 
 
 @router.post(

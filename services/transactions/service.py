@@ -247,6 +247,61 @@ _FIRST_TRANSFER_SUBTYPE = {
 }
 
 
+def first_transfer_rows(body: FirstTransferCreate, **place: Any) -> list[BlockRow]:
+    """The ITMO blocks a first transfer creates, every invariant from the ARS's request (`place`: state,
+    party, account...)."""
+    authorized = ",".join(sorted(set(body.authorized_parties))) if body.authorized_parties else None
+    return [
+        BlockRow(
+            ca_id=b.ca_id,
+            origin_registry_id=b.origin_registry_id,
+            first_transferring_party=body.first_transferring_party,
+            first_serial=b.first,
+            last_serial=b.last,
+            vintage=b.vintage,
+            metric=b.metric.value,
+            mitigation_type=b.mitigation_type.value,
+            authorization_id=body.authorization_id,
+            authorization_version=body.authorization_version,
+            purposes=body.purposes.value,
+            applicable_gwp_values=b.applicable_gwp_values,
+            applicable_non_ghg_metric=b.applicable_non_ghg_metric,
+            conversion_factor=b.conversion_factor,
+            sector=b.sector,
+            activity_type=b.activity_type,
+            authorized_parties=authorized,
+            first_transfer_definition=body.first_transfer_definition.value,
+            underlying_registry_id=b.underlying.registry_id if b.underlying else None,
+            underlying_first=b.underlying.first_unit_id if b.underlying else None,
+            **place,
+        )
+        for b in body.blocks
+    ]
+
+
+async def first_transferred_under(connection: Any, body: FirstTransferCreate) -> int:
+    """Units first transferred under the request's authorization so far (T06); 0 when it sets no cap."""
+    if body.authorized_quantity is None:
+        return 0
+    return int(
+        (
+            await connection.execute(
+                select(
+                    func.coalesce(
+                        func.sum(issued_ranges.c.last_serial - issued_ranges.c.first_serial + 1),
+                        0,
+                    )
+                ).where(
+                    issued_ranges.c.first_transferring_party == body.first_transferring_party,
+                    issued_ranges.c.authorization_id == body.authorization_id,
+                    # Acquisitions from connected registries are not first transfers here.
+                    issued_ranges.c.acquired_from_registry.is_(None),
+                )
+            )
+        ).scalar_one()
+    )
+
+
 def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
@@ -259,6 +314,12 @@ def _wire(value: Any) -> Any:
     if isinstance(value, list):
         return [item.model_dump(mode="json") for item in value]
     return value.model_dump(mode="json")
+
+
+def _incoming(row: Any) -> bool:
+    """A transaction a connected registry proposed into an IR account (INTERREGISTRY §6)."""
+    link = row["interregistry"]
+    return link is not None and link.get("direction") == "registry_to_ir"
 
 
 def transaction_from_row(row: Any) -> Transaction:
@@ -693,6 +754,12 @@ class Ledgers:
                     .mappings()
                     .one_or_none()
                 )
+            if row is not None and _incoming(row) and self.interregistry is not None:
+                # Manual acceptance (INTERREGISTRY §6): the acquiring Party's approver decides.
+                decided: Answer = await self.interregistry.decide_incoming(
+                    principal, row, claim, accept=True, reason=None
+                )
+                return decided
             if row is None or row["from_party"] != principal.party:
                 raise NotFound(f"No transaction {transaction_id} of your Party.")
             if row["type"] == catalogue.CORRECTION:
@@ -768,6 +835,34 @@ class Ledgers:
                 answer = _wire(transaction)
                 await claim.complete(connection, 200, answer)
             return Answer(200, answer)
+
+        return await self._run_claimed(claim, work)
+
+    async def reject(
+        self, principal: Principal, transaction_id: str, reason: str | None, key: str | None
+    ) -> Answer:
+        """An approver of the acquiring Party declines an incoming transfer awaiting approval (§6). Only
+        those are rejected here: a four-eyes transaction of the Party itself is withdrawn with `/cancel`."""
+        if principal.party is None or not principal.has(Role.APPROVER):
+            raise Forbidden("Rejecting needs the approver role of the acquiring Party.")
+        path = f"/v1/transactions/{transaction_id}/reject"
+        claim = await self._claim(principal, key, path, {"reason": reason})
+
+        async def work(claim: Claim) -> Answer:
+            row = await self._transaction_row(transaction_id)
+            if row is None or principal.party not in (row["from_party"], row["to_party"]):
+                raise NotFound(f"No transaction {transaction_id} of your Party.")
+            if not _incoming(row) or self.interregistry is None:
+                raise Conflict(
+                    "Only an incoming transfer awaiting its acquiring Party's decision is rejected; "
+                    "withdraw a transaction awaiting four-eyes approval with /cancel.",
+                    slug="transaction-not-rejectable",
+                    transaction_status=row["status"],
+                )
+            decided: Answer = await self.interregistry.decide_incoming(
+                principal, row, claim, accept=False, reason=reason
+            )
+            return decided
 
         return await self._run_claimed(claim, work)
 
@@ -898,6 +993,15 @@ class Ledgers:
             "/internal/v1/first-transfers",
             body.model_dump(mode="json"),
         )
+        if body.to_registry is not None:
+            # INTERREGISTRY §5.3: proposed to a connected registry; a repeat learns what it decided since.
+            if isinstance(claim, StoredAnswer) and claim.status == 202:
+                return await self.interregistry.first_transfer_state(claim.body)
+
+            async def propose(claim: Claim) -> Answer:
+                return await self.interregistry.propose_first_transfer(principal, body, claim)
+
+            return await self._run_claimed(claim, propose)
 
         async def work(claim: Claim) -> Answer:
             return await self._first_transfer(principal, body, claim)
@@ -924,35 +1028,12 @@ class Ledgers:
         transaction_id = new_transaction_id()
         international = body.first_transfer_definition is FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER
         arrival = {"state": _TERMINAL_STATE[use_type]} if use_type is not None else {"state": "held"}
-        authorized = ",".join(sorted(set(body.authorized_parties))) if body.authorized_parties else None
-        rows = [
-            BlockRow(
-                ca_id=b.ca_id,
-                origin_registry_id=b.origin_registry_id,
-                first_transferring_party=party,
-                first_serial=b.first,
-                last_serial=b.last,
-                vintage=b.vintage,
-                metric=b.metric.value,
-                mitigation_type=b.mitigation_type.value,
-                authorization_id=body.authorization_id,
-                authorization_version=body.authorization_version,
-                purposes=body.purposes.value,
-                party=destination.party if destination else party,
-                account_id=destination.account_id if destination else None,
-                applicable_gwp_values=b.applicable_gwp_values,
-                applicable_non_ghg_metric=b.applicable_non_ghg_metric,
-                conversion_factor=b.conversion_factor,
-                sector=b.sector,
-                activity_type=b.activity_type,
-                authorized_parties=authorized,
-                first_transfer_definition=body.first_transfer_definition.value,
-                underlying_registry_id=b.underlying.registry_id if b.underlying else None,
-                underlying_first=b.underlying.first_unit_id if b.underlying else None,
-                **arrival,
-            )
-            for b in body.blocks
-        ]
+        rows = first_transfer_rows(
+            body,
+            party=destination.party if destination else party,
+            account_id=destination.account_id if destination else None,
+            **arrival,
+        )
         quantity = sum(r.quantity for r in rows)
         subtype = _FIRST_TRANSFER_SUBTYPE[body.first_transfer_definition]
         to_party = destination.party if destination else None
@@ -977,25 +1058,7 @@ class Ledgers:
         }
         async with self.db.connect() as connection:
             seen = await self._seen_before(connection, rows)
-            already = 0
-            if body.authorized_quantity is not None:
-                already = int(
-                    (
-                        await connection.execute(
-                            select(
-                                func.coalesce(
-                                    func.sum(issued_ranges.c.last_serial - issued_ranges.c.first_serial + 1),
-                                    0,
-                                )
-                            ).where(
-                                issued_ranges.c.first_transferring_party == party,
-                                issued_ranges.c.authorization_id == body.authorization_id,
-                                # Acquisitions from connected registries are not first transfers here.
-                                issued_ranges.c.acquired_from_registry.is_(None),
-                            )
-                        )
-                    ).scalar_one()
-                )
+            already = await first_transferred_under(connection, body)
             failed = catalogue.evaluate_first_transfer(
                 party=party,
                 blocks=rows,

@@ -164,7 +164,8 @@ class World:
         self.registries[registry_id] = made
         return made
 
-    async def new_registry_client(self, registry_id: str) -> dict[str, Any]:
+    async def new_registry_client(self, registry_id: str, *, listed: bool = True) -> dict[str, Any]:
+        """A `registry` client, listed on the registry's record when that exists (§2.2: else 1004)."""
         answer = await self.gateway.post(
             "/v1/clients",
             json={
@@ -176,6 +177,10 @@ class World:
             headers=self.admin,
         )
         assert answer.status_code == 201, answer.text
+        if listed:
+            path = f"/v1/interregistry/registries/{registry_id}/clients/{answer.json()['client_id']}"
+            put = await self.gateway.put(path, headers=self.admin)
+            assert put.status_code in (200, 404), put.text
         return answer.json()
 
     async def client_headers(self, *, party: str | None, roles: list[str]) -> dict[str, str]:

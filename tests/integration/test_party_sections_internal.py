@@ -85,6 +85,7 @@ async def test_section_lookup_and_its_accounts(ps: Harness) -> None:
         "status": "open",
         "ars": False,
         "four_eyes": True,
+        "incoming_acceptance": "automatic",
         "ndc_periods": periods,
         "version": 3,
     }

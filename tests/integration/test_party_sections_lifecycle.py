@@ -67,7 +67,11 @@ async def test_the_whole_life_of_a_section_is_audited_and_published(ps: Harness)
         "requested",
         True,
     )
-    assert body["settings"] == {"four_eyes": False, "confidential_fields": []}
+    assert body["settings"] == {
+        "four_eyes": False,
+        "confidential_fields": [],
+        "incoming_acceptance": "automatic",
+    }
     assert body["version"] == 1 and created.headers["etag"] == '"1"'
 
     steps = [

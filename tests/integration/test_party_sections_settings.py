@@ -72,7 +72,11 @@ async def test_etags_guard_the_settings(ps: Harness) -> None:
 async def test_the_settings_resource_carries_the_section_etag(ps: Harness) -> None:
     party = await ps.section_in("open")
     read = await ps.client.get(f"/v1/party-sections/{party}/settings", headers=ps.headers(party, Role.VIEWER))
-    assert read.status_code == 200 and read.json() == {"four_eyes": False, "confidential_fields": []}
+    assert read.status_code == 200 and read.json() == {
+        "four_eyes": False,
+        "confidential_fields": [],
+        "incoming_acceptance": "automatic",
+    }
     assert read.headers["etag"] == '"2"'
     assert (await _patch(ps, party, {"four_eyes": True}, read.headers["etag"])).status_code == 200
     again = await ps.client.get(f"/v1/party-sections/{party}/settings", headers=ps.party_admin(party))
@@ -89,11 +93,23 @@ async def test_only_the_fields_sent_change(ps: Harness) -> None:
     party = await ps.section_in("open")
     first = await _patch(ps, party, {"confidential_fields": [DESIGNATION]}, '"2"')
     assert first.status_code == 200, first.text
-    assert first.json()["settings"] == {"four_eyes": False, "confidential_fields": [DESIGNATION]}
+    assert first.json()["settings"] == {
+        "four_eyes": False,
+        "confidential_fields": [DESIGNATION],
+        "incoming_acceptance": "automatic",
+    }
     second = await _patch(ps, party, {"four_eyes": True}, first.headers["etag"])
-    assert second.json()["settings"] == {"four_eyes": True, "confidential_fields": [DESIGNATION]}
+    assert second.json()["settings"] == {
+        "four_eyes": True,
+        "confidential_fields": [DESIGNATION],
+        "incoming_acceptance": "automatic",
+    }
     cleared = await _patch(ps, party, {"confidential_fields": []}, second.headers["etag"])
-    assert cleared.json()["settings"] == {"four_eyes": True, "confidential_fields": []}
+    assert cleared.json()["settings"] == {
+        "four_eyes": True,
+        "confidential_fields": [],
+        "incoming_acceptance": "automatic",
+    }
 
 
 async def test_a_patch_that_changes_nothing_keeps_the_version(ps: Harness) -> None:

@@ -3,8 +3,11 @@
 - `registry`: one connected national registry (§2.1): its record, lifecycle status, `version` (ETag), the
   last accepted `seq` (`last_seq_in`, moved by compare-and-set in the accepting transaction, §3 step 7),
   its acknowledged inbox position, and what its last `hello` said (clock skew, negotiated version).
+- `registry`'s `clients`: the OAuth2 client ids allowed to speak for the registry (§2.2); a `registry` token
+  of another client is refused 1004 even when its `registry_id` claim names the registry.
 - `registry_key`: every key a registry message was verified with (§2.3), so stored messages stay verifiable
-  after rotation; `revoked_at` refuses messages signed with the kid from then on.
+  after rotation; `revoked_at` refuses messages signed with the kid from then on (set by the Secretariat,
+  with who and why). A kid revoked before any message used it has a row without key, thumbprint or dates.
 - `irx_message`: the message log and the inbox in one table (§12). Direction `registry_to_ir`: an accepted
   POST with its stored answer (replays return it). Direction `ir_to_registry`: an inbox message, inserted
   with the state change it announces and `position` NULL; the relay gives it the next consecutive position
@@ -78,6 +81,7 @@ registry = Table(
     Column("hello_at", DateTime(timezone=True), nullable=True),
     Column("irx_version", String(9), nullable=True),
     Column("conformance_run_id", String(200), nullable=True),
+    Column("clients", JSON, nullable=False, comment="OAuth2 client ids that may speak for it (1004)"),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("status_changed_at", DateTime(timezone=True), nullable=False),
@@ -95,11 +99,13 @@ registry_key = Table(
     Column("id", _PK, primary_key=True, autoincrement=True),
     Column("registry_id", String(5), nullable=False),
     Column("kid", String(200), nullable=False),
-    Column("jwk", JSON, nullable=False),
-    Column("thumbprint", String(64), nullable=False),
-    Column("first_seen", DateTime(timezone=True), nullable=False),
-    Column("last_seen", DateTime(timezone=True), nullable=False),
+    Column("jwk", JSON, nullable=True),
+    Column("thumbprint", String(64), nullable=True),
+    Column("first_seen", DateTime(timezone=True), nullable=True),
+    Column("last_seen", DateTime(timezone=True), nullable=True),
     Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("revoked_by", String(200), nullable=True),
+    Column("revocation_note", Text, nullable=True),
     UniqueConstraint("registry_id", "kid", "thumbprint", name="uq_registry_key"),
 )
 
@@ -177,6 +183,12 @@ irx_transfer = Table(
     Column("final_message_id", String(36), nullable=True),
     Column("response_status", Integer, nullable=True, comment="Incoming: the stored answer"),
     Column("response_body", JSON, nullable=True),
+    Column(
+        "pending",
+        JSON,
+        nullable=True,
+        comment="Manual acceptance: the pending_in ranges and what each was before (undone on refusal)",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
     Column("decided_at", DateTime(timezone=True), nullable=True),

@@ -103,6 +103,7 @@ __all__ = [
     "PairTransfer",
     "Reconciliations",
     "daily_time",
+    "pair_frozen",
     "reconciliation",
     "reconciliation_item",
 ]
@@ -116,6 +117,32 @@ MAX_ROUNDS = 3
 #: `reconciliation.stage` of a run whose next round starts once the re-announcements are numbered.
 _NEXT_ROUND = "next_round"
 _FINAL = frozenset({"completed", "rejected", "terminated", "cancelled"})
+
+
+async def pair_frozen(
+    connection: AsyncConnection, registry_id: str, keys: Iterable[tuple[str, int]]
+) -> list[tuple[str, int, str]]:
+    """3004 (§7, §8): the (CA, vintage) of `keys` for which the pair IR–`registry_id` is frozen, with the
+    reconciliation freezing it — a run of that registry in `totals_inconsistent` whose differing keys name
+    that CA and vintage. Either direction is refused (§7 names the pair, CA and vintage, not a direction: a
+    transfer back could move the very units in dispute). Once the run moves on, 4006 on the ranges it named
+    takes over (or nothing, if none was in dispute)."""
+    wanted = set(keys)
+    if not wanted:
+        return []
+    rows = await connection.execute(
+        select(reconciliation.c.reconciliation_id, reconciliation.c.inconsistent_keys).where(
+            reconciliation.c.registry_id == registry_id,
+            reconciliation.c.status == ReconciliationStatus.TOTALS_INCONSISTENT.value,
+        )
+    )
+    frozen: set[tuple[str, int, str]] = set()
+    for reconciliation_id, differing in rows:
+        for key in differing or []:
+            pair = (str(key["ca_id"]), int(key["vintage"]))
+            if pair in wanted:
+                frozen.add((*pair, reconciliation_id))
+    return sorted(frozen)
 
 
 def daily_time(value: str | None) -> time | None:

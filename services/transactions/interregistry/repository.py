@@ -1,7 +1,7 @@
 """Queries of the inter-registry tables: SQLAlchemy Core on a connection the caller's transaction owns."""
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import RowMapping, func, insert, select, update
@@ -13,6 +13,7 @@ from services.transactions.interregistry.models import (
     conformance_run,
     irx_inbox_cursor,
     irx_message,
+    irx_transfer,
     registry,
     registry_key,
 )
@@ -21,16 +22,23 @@ __all__ = [
     "advance_seq",
     "cursor_position",
     "find_message",
+    "get_conformance_run",
     "get_registry",
+    "insert_conformance_run",
     "insert_message",
     "insert_registry",
+    "list_conformance_runs",
     "list_messages",
     "list_registries",
     "lock_cursor",
+    "messages_received_between",
     "passing_run",
     "read_inbox",
     "record_key",
+    "registry_keys",
+    "revoke_key",
     "revoked_kids",
+    "transfers_of",
     "unpositioned_registries",
     "update_registry",
 ]
@@ -91,6 +99,55 @@ async def passing_run(connection: AsyncConnection, run_id: str, registry_id: str
         )
     ).first()
     return found is not None
+
+
+async def insert_conformance_run(connection: AsyncConnection, values: Mapping[str, Any]) -> None:
+    await connection.execute(insert(conformance_run).values(**values))
+
+
+async def get_conformance_run(connection: AsyncConnection, run_id: str) -> Row | None:
+    query = select(conformance_run).where(conformance_run.c.run_id == run_id)
+    return (await connection.execute(query)).mappings().first()
+
+
+async def list_conformance_runs(
+    connection: AsyncConnection, *, registry_id: str | None, limit: int
+) -> Sequence[Row]:
+    """Newest first, without the report (a list is read to choose a run, not to audit one)."""
+    query = (
+        select(conformance_run.c.run_id, conformance_run.c.registry_id, conformance_run.c.result,
+               conformance_run.c.created_at)
+        .order_by(conformance_run.c.created_at.desc(), conformance_run.c.run_id)
+        .limit(limit)
+    )  # fmt: skip
+    if registry_id is not None:
+        query = query.where(conformance_run.c.registry_id == registry_id)
+    return (await connection.execute(query)).mappings().all()
+
+
+async def messages_received_between(
+    connection: AsyncConnection, registry_id: str, start: datetime, end: datetime
+) -> Sequence[Row]:
+    """The registry's messages the IR stored in [start, end] (the log entries a conformance run made)."""
+    query = (
+        select(irx_message.c.message_id, irx_message.c.type, irx_message.c.verification,
+               irx_message.c.created_at)
+        .where(irx_message.c.registry_id == registry_id, irx_message.c.direction == DIRECTION_IN,
+               irx_message.c.created_at >= start, irx_message.c.created_at <= end)
+        .order_by(irx_message.c.id)
+    )  # fmt: skip
+    return (await connection.execute(query)).mappings().all()
+
+
+async def transfers_of(
+    connection: AsyncConnection, registry_id: str, transfer_ids: Sequence[str]
+) -> Sequence[Row]:
+    if not transfer_ids:
+        return []
+    query = select(irx_transfer.c.transfer_id, irx_transfer.c.status, irx_transfer.c.created_at).where(
+        irx_transfer.c.registry_id == registry_id, irx_transfer.c.transfer_id.in_(list(transfer_ids))
+    )
+    return (await connection.execute(query)).mappings().all()
 
 
 async def revoked_kids(connection: AsyncConnection, registry_id: str, at: datetime) -> set[str]:
@@ -230,3 +287,56 @@ async def list_messages(
     if direction is not None:
         query = query.where(irx_message.c.direction == direction)
     return (await connection.execute(query)).mappings().all()
+
+
+async def registry_keys(connection: AsyncConnection, registry_id: str) -> Sequence[Row]:
+    return (
+        (
+            await connection.execute(
+                select(registry_key)
+                .where(registry_key.c.registry_id == registry_id)
+                .order_by(registry_key.c.kid, registry_key.c.id)
+            )
+        )
+        .mappings()
+        .all()
+    )
+
+
+async def revoke_key(
+    connection: AsyncConnection, registry_id: str, kid: str, at: datetime, *, by: str, note: str
+) -> None:
+    """Revoke `kid` of a registry from `at` on; an earlier revocation stands (never lifted nor postponed).
+    A kid no message used yet gets a row of its own, so it is refused when it first appears."""
+    rows = (
+        (
+            await connection.execute(
+                select(registry_key.c.id, registry_key.c.revoked_at)
+                .where(registry_key.c.registry_id == registry_id, registry_key.c.kid == kid)
+                .with_for_update()
+            )
+        )
+        .mappings()
+        .all()
+    )
+    if not rows:
+        await connection.execute(
+            insert(registry_key).values(
+                registry_id=registry_id, kid=kid, revoked_at=at, revoked_by=by, revocation_note=note
+            )
+        )
+        return
+    for row in rows:
+        previous = row["revoked_at"]
+        if previous is not None and _aware(previous) <= at:
+            continue
+        await connection.execute(
+            update(registry_key)
+            .where(registry_key.c.id == row["id"])
+            .values(revoked_at=at, revoked_by=by, revocation_note=note)
+        )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands timestamps back naive; they were stored in UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

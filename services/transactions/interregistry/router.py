@@ -19,8 +19,10 @@ from contracts.interregistry import (
     InboxAcked,
     InboxPage,
     IrxVersionInfo,
+    KeyRevocation,
     RegistryActivate,
     RegistryCreate,
+    RegistryKeyPage,
     RegistryLifecycleNote,
     RegistryPatch,
     RegistryPublic,
@@ -264,6 +266,75 @@ async def disconnect_registry(
     return await _transition(request, response, registry_id, "disconnect", body.note if body else None)
 
 
+ClientIdPath = Annotated[str, Path(pattern=r"^[A-Za-z0-9._~-]{1,64}$", description="OAuth2 client id")]
+KidPath = Annotated[str, Path(min_length=1, max_length=200, description="Key id (`kid`) of the registry")]
+
+
+@router.put(
+    "/registries/{registry_id}/clients/{client_id}",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_problems(403, 404),
+)
+async def list_registry_client(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    registry_id: RegistryIdPath,
+    client_id: ClientIdPath,
+) -> RegistryRecord:
+    """List an OAuth2 client on the record: only listed clients speak for the registry (§2.2, else 1004)."""
+    record = await _service(request).set_client(principal, registry_id, client_id, listed=True)
+    response.headers["ETag"] = etag(record.version)
+    return record
+
+
+@router.delete(
+    "/registries/{registry_id}/clients/{client_id}",
+    response_model=RegistryRecord,
+    dependencies=_SECRETARIAT,
+    responses=_problems(403, 404),
+)
+async def unlist_registry_client(
+    request: Request,
+    response: Response,
+    principal: CurrentPrincipal,
+    registry_id: RegistryIdPath,
+    client_id: ClientIdPath,
+) -> RegistryRecord:
+    """Take a client off the record: its messages are refused (1004) from now on (tokens may still exist)."""
+    record = await _service(request).set_client(principal, registry_id, client_id, listed=False)
+    response.headers["ETag"] = etag(record.version)
+    return record
+
+
+@router.get("/registries/{registry_id}/keys", response_model=RegistryKeyPage, responses=_problems(403, 404))
+async def registry_keys(
+    request: Request, principal: CurrentPrincipal, registry_id: RegistryIdPath
+) -> RegistryKeyPage:
+    """The keys the IR verified the registry's messages with, and revoked kids (Secretariat, auditors, the
+    registry itself)."""
+    return await _service(request).keys(principal, registry_id)
+
+
+@router.post(
+    "/registries/{registry_id}/keys/{kid}/revoke",
+    response_model=RegistryKeyPage,
+    dependencies=_SECRETARIAT,
+    responses=_problems(403, 404, 422),
+)
+async def revoke_registry_key(
+    request: Request,
+    principal: CurrentPrincipal,
+    registry_id: RegistryIdPath,
+    kid: KidPath,
+    body: KeyRevocation,
+) -> RegistryKeyPage:
+    """Revoke a signing key (§2.3): messages signed with the kid are refused 1006 from `revoked_at` on.
+    An earlier revocation stands; a kid never used yet is refused when it first appears."""
+    return await _service(request).revoke_key(principal, registry_id, kid, body)
+
+
 # ---- protocol (§3, §4) ---------------------------------------------------------------------------------------
 
 
@@ -348,7 +419,8 @@ async def propose_transfer(
     idempotency_key: IdempotencyKey = None,
     signature: IrxSignature = None,
 ) -> JSONResponse:
-    """`transfer.proposal` envelope (registry): units into an IR holding account. 201 `completed`, or 422
+    """`transfer.proposal` envelope (registry): units into an IR holding account. 201 `completed`, 202
+    `awaiting_approval` (the section accepts manually: units `pending_in` until its approver decides), or 422
     `…/transfer-rejected` with the codes (recorded; the same message or content gets the same answer)."""
     answer = await _transfers(request).incoming(
         principal, await request.body(), idempotency_key=idempotency_key, signature=signature

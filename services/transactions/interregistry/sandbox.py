@@ -23,10 +23,15 @@ sandbox client, so it must be able to drive the IR side of a case without a Secr
 - Reads and one more lever for the kit's pass rules: `GET …/faults` (what is armed, each hit message and how
   often it was POSTed again), `POST …/transfers/{id}/cancel` (the IR initiator's cancel, case 159),
   `GET …/units` (the IR's blocks over a serial range), `GET …/transfers/{id}/actions` (AEF actions, case 160).
+- `POST …/sandbox/sink`: units of a test section that left the IR, completed, to the section Party's sink
+  registry `<Party>99` (a sandbox record made on first use, no keys, no client), so the registry under test
+  can propose units last sent elsewhere (case 162, 4004). `GET …/sandbox/settings`: the IR settings the kit
+  must follow (the JWKS refetch interval that case 102's key rotation waits out).
 
 Faults live in this process's memory (one transactions process per sandbox): they are test instruments.
 """
 
+import contextlib
 import json
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -47,6 +52,7 @@ from contracts.interregistry import (
     TRANSFER_ID_PATTERN,
     IrxEnvironment,
     IrxMessageType,
+    RegistryCreate,
     TransferBlock,
     TransferProposal,
     TransferStatus,
@@ -301,6 +307,11 @@ async def sandbox_outgoing(
 
 async def _outgoing_answer(request: Request, principal: Principal, body: SandboxOutgoing) -> JSONResponse:
     _guard(request, principal, body.registry_id)
+    return await _propose_to(request, principal, body)
+
+
+async def _propose_to(request: Request, principal: Principal, body: SandboxOutgoing) -> JSONResponse:
+    """The proposal of `_outgoing_answer` to `body.registry_id`, whose caller the handler already guarded."""
     transfers = _transfers(request)
     registry_row = await _sandbox_registry(transfers, body.registry_id)
     account = await transfers.directory.account(body.from_account)
@@ -561,6 +572,138 @@ async def _outgoing(transfers: Transfers, request: Request, principal: Principal
     _guard(request, principal, row["registry_id"])
     await _sandbox_registry(transfers, row["registry_id"])
     return row
+
+
+# ---- the sink registry (case 162's 4004) and the settings the kit must follow ------------------------------------
+
+#: A sink's record says what it is, so no one mistakes it for a Party's registry (and `_sink_row` finds it).
+SINK_NAME = "IR sandbox sink (conformance 4004 test double; never a real registry)"
+#: The sink of a test section's Party P is registry `P99` (§2.1 ids: Party code plus two digits).
+SINK_SUFFIX = "99"
+
+
+class SandboxSink(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    registry_id: str = Field(pattern=r"^[A-Z]{3}[0-9]{2}$", description="the registry under test")
+    from_account: str = Field(
+        min_length=1, max_length=64, description="an IR holding account of a test section"
+    )
+    quantity: int | None = Field(default=None, ge=1, le=10_000)
+    blocks: list[BlockRange] | None = Field(default=None, min_length=1, max_length=100)
+    mint: Mint | None = None
+
+
+async def _sink_row(request: Request, party: str, under_test: str) -> Any:
+    """The sink record of `party`'s test section, made on first use: a sandbox record in `onboarding` (a
+    sandbox registry may receive transfers there, §11) with no keys and no client, so nothing can speak for
+    it and it has no conformance run to activate a production record with."""
+    transfers = _transfers(request)
+    sink_id = f"{party}{SINK_SUFFIX}"
+    if sink_id == under_test:
+        raise Unprocessable(f"{sink_id} is the sink id of {party}'s test section.", slug="sandbox-sink")
+    async with transfers.db.read() as session:
+        row = await repository.get_registry(await session.connection(), sink_id)
+    if row is None:
+        body = RegistryCreate(
+            registry_id=sink_id,
+            party=party,
+            name=SINK_NAME,
+            environment=IrxEnvironment.SANDBOX,
+            response_timeout_s=3600,
+            contacts=[],
+        )
+        with contextlib.suppress(Conflict):  # another kit made it at the same moment
+            await transfers.irx.create_registry(body)
+        async with transfers.db.read() as session:
+            row = await repository.get_registry(await session.connection(), sink_id)
+    if row is None or row["name"] != SINK_NAME or row["environment"] != IrxEnvironment.SANDBOX.value:
+        raise Conflict(f"{sink_id} is a registry, not the sandbox sink.", slug="sandbox-sink")
+    return row
+
+
+@router.post("/sink", status_code=201)
+async def sandbox_sink(request: Request, principal: CurrentPrincipal, body: SandboxSink) -> JSONResponse:
+    """Units of a test section that left the IR to another registry, the sink `<Party>99`, completed
+    (case 162's 4004: the registry under test then proposes them as its own). The ordinary outgoing path
+    proposes them (`Transfers.propose`, units `reserved`, the proposal in the sink's inbox); the sink's
+    accept is applied by the sandbox itself, through the same final step an accept takes
+    (`_finish_outgoing`: `transferred_out` to the sink, journal, transaction, `transfer.completed` in the
+    sink's inbox). The sink is the IR's own test double: it signs nothing and no message of it is stored;
+    its inbox is acknowledged up to what the relay numbered, as a registry reading it would."""
+    _guard(request, principal, body.registry_id)
+    transfers = _transfers(request)
+    await _sandbox_registry(transfers, body.registry_id)
+    account = await transfers.directory.account(body.from_account)
+    if account is None or account.type is not AccountType.HOLDING:
+        raise Unprocessable(f"{body.from_account} is not an IR holding account.", slug="sandbox-account")
+    sink = await _sink_row(request, account.party, body.registry_id)
+    async with transfers.db.connect() as connection:
+        top = (
+            await connection.execute(
+                select(func.max(irx_message.c.position)).where(
+                    irx_message.c.registry_id == sink["registry_id"], irx_message.c.direction == DIRECTION_OUT
+                )
+            )
+        ).scalar()
+        if top and top > sink["acked_position"]:
+            # Else, after 24 h, the IR would call the sink unresponsive and refuse to send it more (3002).
+            await repository.update_registry(connection, sink["registry_id"], {"acked_position": top})
+    outgoing = SandboxOutgoing(
+        registry_id=sink["registry_id"],
+        from_account=body.from_account,
+        to_account=f"{sink['registry_id']}-SINK",
+        quantity=body.quantity,
+        blocks=body.blocks,
+        mint=body.mint,
+        note=f"sandbox sink for {body.registry_id} (conformance 4004)",
+    )
+    answer = await _propose_to(request, principal, outgoing)
+    if answer.status_code != 201:
+        return answer
+    transfer_id = str(json.loads(bytes(answer.body))["transfer_id"])
+    async with transfers.db.connect() as connection:
+        transfer = await transfers._lock_transfer(connection, transfer_id)
+        assert transfer is not None
+        await transfers._finish_outgoing(
+            connection,
+            transfer,
+            TransferStatus.COMPLETED,
+            [],
+            actor=f"sandbox:sink:{sink['registry_id']}",
+            now=transfers.clock(),
+            registry_row=sink,
+        )
+        final = await transfers._lock_transfer(connection, transfer_id)
+    transfers._notify()
+    assert final is not None
+    log.info(
+        "irx_sandbox_sink", transfer_id=transfer_id, sink=sink["registry_id"], for_registry=body.registry_id
+    )
+    return JSONResponse(
+        {
+            "registry_id": body.registry_id,
+            "sink_registry_id": sink["registry_id"],
+            "transfer_id": transfer_id,
+            "status": final["status"],
+            "blocks": list(final["blocks"]),
+        },
+        status_code=201,
+    )
+
+
+@router.get("/settings")
+async def sandbox_settings(
+    request: Request,
+    principal: CurrentPrincipal,
+    registry_id: Annotated[str, Query(pattern=r"^[A-Z]{3}[0-9]{2}$")],
+) -> dict[str, Any]:
+    """What the kit must follow of this IR's settings: how often an unknown kid may refetch a registry's
+    `jwks_url` (§2.3, `REGISTRY_IRX_JWKS_REFETCH_SECONDS`), i.e. how long case 102 waits after publishing a key."""
+    _guard(request, principal, registry_id)
+    return {
+        "registry_id": registry_id,
+        "jwks_refetch_seconds": _transfers(request).irx.jwks_refetch_seconds,
+    }
 
 
 # ---- the fault middleware and installation ---------------------------------------------------------------------

@@ -5,7 +5,7 @@ the message log.
 The pipeline (`Interregistry.receive`) is the §3 acceptance order, first failure wins:
 
 1. the token is a `registry` client whose `registry_id` is the envelope's `from` and names a registered
-   registry (1004); the registry's status allows the message type (3001);
+   registry that lists the client (§2.2, 1004); the registry's status allows the message type (3001);
 2. the envelope parses at its version (1001/1002/1003), `Idempotency-Key` = `message_id` and the type is the
    endpoint's (1003), `to` is the IR and `env` the IR's (1011);
 3. the `IRX-Signature` verifies against the registry's keys: inline `jwks` (sandbox) or its `jwks_url`
@@ -56,7 +56,10 @@ from contracts.interregistry import (
     IrxEnvelope,
     IrxEnvironment,
     IrxMessageType,
+    KeyRevocation,
     RegistryCreate,
+    RegistryKey,
+    RegistryKeyPage,
     RegistryPatch,
     RegistryPublic,
     RegistryRecord,
@@ -211,6 +214,7 @@ def _record(row: Row) -> RegistryRecord:
         version=row["version"],
         last_seq_received=row["last_seq_in"],
         clock_skew_ms=row["clock_skew_ms"],
+        clients=list(row["clients"] or []),
         created_at=_utc(row["created_at"]),
         updated_at=_utc(row["updated_at"]),
     )
@@ -222,6 +226,29 @@ def _public(row: Row) -> RegistryPublic:
         party=row["party"],
         name=row["name"],
         status=RegistryStatus(row["status"]),
+    )
+
+
+def _require_listed(row: Row, principal: Principal) -> None:
+    """§2.2: only a client listed on the registry record speaks for it (1004), whatever its token claims."""
+    if principal.client_id not in (row["clients"] or []):
+        raise IrxRefused(
+            IrxCode.SENDER_MISMATCH,
+            f"Client {principal.client_id} is not listed on the record of {row['registry_id']}.",
+        )
+
+
+def _key(row: Row) -> RegistryKey:
+    return RegistryKey(
+        registry_id=row["registry_id"],
+        kid=row["kid"],
+        thumbprint=row["thumbprint"],
+        jwk=row["jwk"],
+        first_seen=_utc(row["first_seen"]) if row["first_seen"] else None,
+        last_seen=_utc(row["last_seen"]) if row["last_seen"] else None,
+        revoked_at=_utc(row["revoked_at"]) if row["revoked_at"] else None,
+        revoked_by=row["revoked_by"],
+        revocation_note=row["revocation_note"],
     )
 
 
@@ -257,7 +284,7 @@ class Interregistry:
         self.clock = clock
         self.jwks_transport = jwks_transport
         # §2.3: an unknown kid refetches a registry's JWKS at most once a minute (tests shorten it).
-        self.jwks_refetch_seconds = 60.0
+        self.jwks_refetch_seconds = settings.irx_jwks_refetch_seconds
         self._jwks: dict[str, JwksCache] = {}
 
     # ---- visibility ----------------------------------------------------------------------------------------
@@ -311,6 +338,7 @@ class Interregistry:
             "response_timeout_s": body.response_timeout_s,
             "contacts": [contact.model_dump(mode="json") for contact in body.contacts],
             "webhook_url": str(body.webhook_url) if body.webhook_url else None,
+            "clients": sorted(set(body.clients)),
             "version": 1,
             "last_seq_in": 0,
             "acked_position": 0,
@@ -472,6 +500,97 @@ class Interregistry:
         )
         return _record(updated)
 
+    # ---- the registry's clients (§2.2) and keys (§2.3) -------------------------------------------------------
+
+    async def set_client(
+        self, principal: Principal, registry_id: str, client_id: str, *, listed: bool
+    ) -> RegistryRecord:
+        """List (or unlist) an OAuth2 client on the record (secretariat_admin); idempotent. The gateway
+        issues the client and its `registry_id` claim; this list is what lets its messages in (1004)."""
+        now = self.clock()
+        async with self.db.connect() as connection:
+            row = await repository.get_registry(connection, registry_id, lock=True)
+            if row is None:
+                raise NotFound(f"No registry {registry_id}.", slug="registry-not-found")
+            current = set(row["clients"] or [])
+            wanted = current | {client_id} if listed else current - {client_id}
+            if wanted != current:
+                # Not a new version: the ETag guards what PATCH edits, and the list has its own idempotent
+                # PUT/DELETE, so an administrator's PATCH can never overwrite it.
+                await repository.update_registry(
+                    connection, registry_id, {"clients": sorted(wanted), "updated_at": now}
+                )
+                await self.outbox.publish(
+                    connection,
+                    "registry.client_listed" if listed else "registry.client_unlisted",
+                    {
+                        "registry_id": registry_id,
+                        "party": row["party"],
+                        "client_id": client_id,
+                        "by": principal.client_id,
+                        "at": now.isoformat(),
+                    },
+                    party=row["party"],
+                )
+            updated = await repository.get_registry(connection, registry_id)
+        assert updated is not None
+        if wanted != current:
+            self.outbox.notify()
+            log.info(
+                "irx_registry_client_listed" if listed else "irx_registry_client_unlisted",
+                registry_id=registry_id,
+                listed_client=client_id,
+                by=principal.client_id,
+            )
+        return _record(updated)
+
+    async def keys(self, principal: Principal, registry_id: str) -> RegistryKeyPage:
+        """The registry's keys as the IR knows them (secretariat_admin, auditor; the registry its own)."""
+        if not (
+            principal.is_secretariat
+            or principal.has(Role.AUDITOR)
+            or self._is_registry(principal, registry_id)
+        ):
+            raise Forbidden(
+                "A registry's keys are read by the Secretariat, auditors and the registry itself."
+            )
+        await self._row(registry_id)
+        async with self.db.read() as session:
+            rows = await repository.registry_keys(await session.connection(), registry_id)
+        return RegistryKeyPage(items=[_key(row) for row in rows])
+
+    async def revoke_key(
+        self, principal: Principal, registry_id: str, kid: str, body: KeyRevocation
+    ) -> RegistryKeyPage:
+        """§2.3 compromise: messages signed with `kid` are refused (1006) from `revoked_at` (default now) on.
+        Audited: who and why on the key rows, the outbox event `registry.key_revoked` and a log line."""
+        now = self.clock()
+        at = body.revoked_at or now
+        async with self.db.connect() as connection:
+            row = await repository.get_registry(connection, registry_id, lock=True)
+            if row is None:
+                raise NotFound(f"No registry {registry_id}.", slug="registry-not-found")
+            await repository.revoke_key(
+                connection, registry_id, kid, at, by=principal.client_id, note=body.note
+            )
+            await self.outbox.publish(
+                connection,
+                "registry.key_revoked",
+                {
+                    "registry_id": registry_id,
+                    "party": row["party"],
+                    "kid": kid,
+                    "revoked_at": at.isoformat(),
+                    "by": principal.client_id,
+                    "note": body.note,
+                },
+                party=row["party"],
+            )
+            rows = await repository.registry_keys(connection, registry_id)
+        self.outbox.notify()
+        log.warning("irx_registry_key_revoked", registry_id=registry_id, kid=kid, revoked_at=at.isoformat())
+        return RegistryKeyPage(items=[_key(r) for r in rows if r["kid"] == kid])
+
     # ---- the inbox (§4) ------------------------------------------------------------------------------------
 
     async def enqueue(
@@ -526,7 +645,7 @@ class Interregistry:
     async def read_inbox(self, principal: Principal, *, after: int, limit: int) -> dict[str, Any]:
         """The registry's own inbox after a position, as stored (the exact envelope the IR signed)."""
         registry_id = self._own_registry(principal)
-        await self._row(registry_id)
+        _require_listed(await self._row(registry_id), principal)
         await self.relay.relay(registry_id)
         async with self.db.read() as session:
             rows = await repository.read_inbox(
@@ -660,6 +779,7 @@ class Interregistry:
             revoked = await repository.revoked_kids(connection, registry_id, now)
         if row is None:
             raise IrxRefused(IrxCode.SENDER_MISMATCH, f"{registry_id} is not a registered registry.")
+        _require_listed(row, principal)
         status = RegistryStatus(row["status"])
         environment = IrxEnvironment(row["environment"])
         declared = _message_type(document)

@@ -15,7 +15,9 @@ acceptance): never-seen ranges become new `held` blocks (and `issued_ranges` row
 origins), returning ranges turn from `transferred_out` back to `held`. A rejection is recorded with its
 codes and answered 422; the answer is stored on the transfer row, so a repeat under a new message id gets
 it again (S6), and other content under the same id gets 4007. `transfer.cancel` of an id the IR never saw
-leaves a `cancelled` tombstone (S8).
+leaves a `cancelled` tombstone (S8). A section with `incoming_acceptance: manual` answers 202 instead: the
+units wait `pending_in` until its approver accepts or rejects, the sender cancels or `respond_by` passes.
+While a reconciliation is `totals_inconsistent`, its CA/vintage keys are refused 3004 both ways.
 
 Peer lookups (accounts, sections, cooperative approaches) happen before the write transaction, as
 everywhere in the ledger: no database lock is held across an HTTP call.
@@ -31,11 +33,11 @@ from typing import Any
 
 import structlog
 from pydantic import BaseModel
-from sqlalchemy import and_, false, insert, or_, select, update
+from sqlalchemy import and_, delete, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from contracts.accounts import AccountStatus, AccountType
-from contracts.actions import ActionType, TransactionStatus, TransactionType
+from contracts.actions import ActionType, FirstTransferDefinition, TransactionStatus, TransactionType
 from contracts.interregistry import (
     IrxCode,
     IrxEnvironment,
@@ -55,10 +57,22 @@ from contracts.interregistry import (
     structure_codes,
 )
 from contracts.parties import is_party
-from contracts.party_sections import AccountLookup, CooperativeApproach, SectionLookup, SectionStatus
+from contracts.party_sections import (
+    AccountLookup,
+    CooperativeApproach,
+    IncomingAcceptance,
+    SectionLookup,
+    SectionStatus,
+)
 from contracts.problems import CheckResult, problem_type
 from contracts.roles import Role
-from contracts.transactions import AefAction, Transaction, TransactionCreate, TransactionValidation
+from contracts.transactions import (
+    AefAction,
+    FirstTransferCreate,
+    Transaction,
+    TransactionCreate,
+    TransactionValidation,
+)
 from kit.auth import Principal
 from kit.errors import Conflict, NotFound, ServiceUnavailable
 from kit.idempotency import Claim, StoredAnswer, request_fingerprint
@@ -75,22 +89,27 @@ from services.transactions.domain import (
     serial_history,
     take_ranges,
 )
-from services.transactions.interregistry import repository
+from services.transactions.interregistry import crashpoints, repository
 from services.transactions.interregistry.models import DIRECTION_IN, DIRECTION_OUT, irx_message, irx_transfer
+from services.transactions.interregistry.reconciliation import pair_frozen
 from services.transactions.interregistry.service import Answer, Interregistry, IrxRefused, Received
 from services.transactions.ledger import Ledger, to_block
 from services.transactions.models import issued_ranges, transactions
-from services.transactions.service import Answer as LedgerAnswer
 from services.transactions.service import (
+    _FIRST_TRANSFER_SUBTYPE,
     Ledgers,
     _check_failed_problem,
     _Prepared,
     _ranges,
     _unique_blocks,
     _wire,
+    aef_actions,
+    first_transfer_rows,
+    first_transferred_under,
     new_transaction_id,
     transaction_from_row,
 )
+from services.transactions.service import Answer as LedgerAnswer
 
 __all__ = ["Transfers"]
 
@@ -103,6 +122,8 @@ UNRESPONSIVE_AFTER = timedelta(hours=24)
 #: What the `conversion_factor` column (NUMERIC(30, 10)) can store; anything else is refused 2006.
 _CONVERSION_FACTOR = re.compile(r"[0-9]{1,20}(\.[0-9]{1,10})?")
 _OPEN_STATUSES = (TransferStatus.SENT.value,)
+#: `from_account` of a first transfer's proposal (§5.3): the units leave the Party's ARS, which has no IR account.
+_ARS_ACCOUNT = "ARS"
 
 
 def _utc(moment: datetime | None) -> datetime | None:
@@ -320,6 +341,7 @@ class Transfers:
             unresponsive = registry_row is not None and await self._unresponsive(
                 connection, registry_row, now
             )
+            frozen = await self._frozen_pair(connection, body.to_registry, [t.block for t in takes or []])
         ctx = prepared.context()
         ctx.external = True
         ctx.shortfall, ctx.terminal_hit = shortfall, terminal
@@ -336,6 +358,7 @@ class Transfers:
             registry_unresponsive=unresponsive,
             block_count=len(takes or []),
         )
+        failed += frozen
         return TransactionValidation(
             valid=not failed,
             checks=failed,
@@ -343,6 +366,20 @@ class Transfers:
             blocks=[to_block(piece) for piece in ctx.taken or []],
             four_eyes=bool(source and source.four_eyes),
         )
+
+    @staticmethod
+    async def _frozen_pair(
+        connection: AsyncConnection, registry_id: str, taken: Sequence[BlockRow]
+    ) -> list[CheckResult]:
+        """3004 for the blocks' CA/vintage while a reconciliation with the registry is `totals_inconsistent`."""
+        frozen = await pair_frozen(connection, registry_id, {(b.ca_id, b.vintage) for b in taken})
+        return [
+            CheckResult(
+                code=str(int(IrxCode.PAIR_FROZEN)),
+                message=f"{ca_id} vintage {vintage} with {registry_id} is frozen by reconciliation {rec}",
+            )
+            for ca_id, vintage, rec in frozen
+        ]
 
     async def _unresponsive(self, connection: AsyncConnection, registry_row: Row, now: datetime) -> bool:
         found = await connection.execute(
@@ -395,6 +432,7 @@ class Transfers:
                 and await self._unresponsive(connection, registry_row, now),
                 block_count=len(takes or []),
             )
+            failed += await self._frozen_pair(connection, body.to_registry, ctx.taken or [])
             if body.type is not TransactionType.TRANSFER:
                 failed.insert(0, CheckResult(code="Q04", message="to_registry applies to transfers only"))
             base_row: dict[str, Any] = {
@@ -502,10 +540,10 @@ class Transfers:
     ) -> str:
         proposal = TransferProposal(
             transfer_id=row["interregistry"]["transfer_id"],
-            sender_action="transfer",
+            sender_action="first_transfer" if row["type"] == catalogue.FIRST_TRANSFER else "transfer",
             transferring_party=row["from_party"],
             from_registry=row["from_registry_id"],
-            from_account=row["from_account"],
+            from_account=row["from_account"] or _ARS_ACCOUNT,
             acquiring_party=registry_row["party"],
             to_registry=registry_row["registry_id"],
             to_account=row["to_account"],
@@ -563,6 +601,7 @@ class Transfers:
                     and await self._unresponsive(connection, registry_row, now),
                     block_count=len(reserved),
                 )
+                failed += await self._frozen_pair(connection, registry_id, reserved)
             if failed:
                 problem = _check_failed_problem(transaction_id, failed, path)
                 await claim.complete(connection, 422, problem)
@@ -655,6 +694,249 @@ class Transfers:
             )
         )
 
+    # ---- outgoing: a first transfer straight to a registry (§5.3) ----------------------------------------------
+
+    async def propose_first_transfer(
+        self, principal: Principal, body: FirstTransferCreate, claim: Claim
+    ) -> LedgerAnswer:
+        """The ARS's first transfer with `to_registry` (`POST /internal/v1/first-transfers`): the checks, then
+        the transaction `sent` and the inbox proposal with `sender_action: first_transfer`, in one DB
+        transaction. No IR block exists until the registry accepts: `_finish_outgoing` then creates the ITMOs
+        already `transferred_out`. Answered 202 (the ARS asks again until F), or 422 `check-failed`."""
+        ledgers = self.ledgers
+        party = body.first_transferring_party
+        assert body.to_registry is not None and body.to_account is not None
+        section = await self.directory.section(party)
+        participants = await self.directory.participants({b.ca_id for b in body.blocks})
+        now = self.clock()
+        transaction_id = new_transaction_id()
+        # The rows as they will be once accepted; their `transfer_id` is set below, once it is known.
+        rows = first_transfer_rows(
+            body, party=party, account_id=None, state="transferred_out", to_registry_id=body.to_registry
+        )
+        international = body.first_transfer_definition is FirstTransferDefinition.FIRST_INTERNATIONAL_TRANSFER
+        path = "/internal/v1/first-transfers"
+        async with self.db.connect() as connection:
+            registry_row = await repository.get_registry(connection, body.to_registry)
+            registry_party = registry_row["party"] if registry_row is not None else None
+            # The ledger's first-transfer checks on the serials, the section and the cap; the destination is a
+            # registry, not an IR account (A05 does not apply), and is judged below.
+            failed = [
+                check
+                for check in catalogue.evaluate_first_transfer(
+                    party=party,
+                    blocks=rows,
+                    destination=None,
+                    destination_id=None,
+                    use_type=None,
+                    section=section,
+                    ca_participants=dict(participants),
+                    international=international,
+                    seen_before=await Ledgers._seen_before(connection, rows),
+                    current_year=now.year,
+                    authorized_quantity=body.authorized_quantity,
+                    already_first_transferred=await first_transferred_under(connection, body),
+                )
+                if check.code != "A05"
+            ]
+            failed += self._first_transfer_destination_checks(
+                body, registry_row, registry_party, dict(participants), international
+            )
+            if registry_row is not None and await self._unresponsive(connection, registry_row, now):
+                failed.append(
+                    CheckResult(
+                        code=str(int(IrxCode.RECEIVING_REGISTRY_NOT_ACTIVE)),
+                        message=f"{body.to_registry} has left inbox messages unacknowledged for more than 24 h",
+                    )
+                )
+            failed += await self._frozen_pair(connection, body.to_registry, rows)
+            base_row: dict[str, Any] = {
+                "type": catalogue.FIRST_TRANSFER,
+                "party": party,
+                "from_account": None,
+                "to_account": body.to_account,
+                "from_party": party,
+                "to_party": registry_party,
+                "from_registry_id": section.registry_id if section else None,
+                "to_registry_id": body.to_registry,
+                "quantity": sum(r.quantity for r in rows),
+                "ndc_use_year": None,
+                "purpose": None,
+                "using_entity_id": None,
+                "note": body.note,
+                "operation_id": body.operation_id,
+                "initiated_by": body.initiated_by or principal.client_id,
+                "created_at": now,
+                "updated_at": now,
+            }
+            if failed:
+                return await ledgers._record_rejection(
+                    connection, transaction_id, base_row, failed, claim, path
+                )
+            assert section is not None and registry_row is not None
+            transfer_id = f"{section.registry_id}-{transaction_id}"
+            respond_by = now + timedelta(seconds=registry_row["response_timeout_s"])
+            row = base_row | {
+                "transaction_id": transaction_id,
+                "status": TransactionStatus.SENT.value,
+                "checks": [],
+                "actions": [],
+                "blocks": [],  # no IR block until the registry accepts; the proposal holds the ranges
+                "expires_at": None,
+                "interregistry": self._link(transfer_id, DIRECTION_OUT, body.to_registry, respond_by),
+            }
+            await connection.execute(insert(transactions), row)
+            blocks = transfer_blocks([replace(r, transfer_id=transfer_id) for r in rows])
+            proposal_id = await self._send_proposal(connection, registry_row, row, blocks, respond_by)
+            await self._announce(
+                connection,
+                party,
+                transfer_id=transfer_id,
+                direction=DIRECTION_OUT,
+                registry_id=body.to_registry,
+                status=TransferStatus.SENT.value,
+                transaction_id=transaction_id,
+                quantity=row["quantity"],
+                respond_by=respond_by,
+            )
+            await connection.execute(
+                insert(irx_transfer).values(
+                    transfer_id=transfer_id,
+                    direction=DIRECTION_OUT,
+                    registry_id=body.to_registry,
+                    transaction_id=transaction_id,
+                    status=TransferStatus.SENT.value,
+                    respond_by=respond_by,
+                    quantity=row["quantity"],
+                    blocks=_codes_json(blocks),
+                    codes=[],
+                    proposal_message_id=proposal_id,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            answer = _wire(transaction_from_row(row | {"approved_by": None, "completed_at": None}))
+            await claim.complete(connection, 202, answer)
+        self.irx.relay.notify()
+        log.info("irx_first_transfer_proposed", transfer_id=transfer_id, registry_id=body.to_registry)
+        return LedgerAnswer(202, answer)
+
+    @staticmethod
+    def _first_transfer_destination_checks(
+        body: FirstTransferCreate,
+        registry_row: Row | None,
+        registry_party: str | None,
+        participants: dict[str, frozenset[str]],
+        international: bool,
+    ) -> list[CheckResult]:
+        """§5.3 destination checks: the registry may receive (3002); an NDC first transfer goes to another
+        Party, an OIMP one at authorization or issuance to the Party's own registry (F01); NDC covered (T05);
+        across Parties, the authorized Parties (5907) and the CA's participants (5905), as §5."""
+        party = body.first_transferring_party
+        failed: list[CheckResult] = []
+        if registry_row is None or registry_party is None or not can_receive(registry_row):
+            failed.append(
+                CheckResult(
+                    code=str(int(IrxCode.RECEIVING_REGISTRY_NOT_ACTIVE)),
+                    message=f"{body.to_registry} cannot receive transfers",
+                )
+            )
+            return failed
+        if international != (registry_party != party):
+            failed.append(
+                CheckResult(
+                    code="F01",
+                    message="an NDC first transfer goes to another Party's registry"
+                    if international
+                    else "an OIMP first transfer at authorization or issuance goes to the Party's own registry",
+                )
+            )
+        if international and not body.purposes.covers_ndc:
+            failed.append(CheckResult(code="T05", message=f"{body.purposes.value} does not cover NDC use"))
+        if registry_party != party:
+            if body.authorized_parties and registry_party not in body.authorized_parties:
+                failed.append(
+                    CheckResult(
+                        code=str(int(IrxCode.NOT_AUTHORIZED_FOR_PARTY)),
+                        message=f"authorization {body.authorization_id} does not name {registry_party}",
+                    )
+                )
+            for ca_id in sorted({b.ca_id for b in body.blocks}):
+                missing = sorted({party, registry_party} - participants.get(ca_id, frozenset()))
+                if missing:
+                    failed.append(
+                        CheckResult(
+                            code=str(int(IrxCode.PARTY_NOT_PARTICIPATING)),
+                            message=f"{', '.join(missing)} not participating in {ca_id}",
+                        )
+                    )
+        return failed
+
+    async def first_transfer_state(self, stored: Any) -> LedgerAnswer:
+        """The ARS asks again (same request): the transaction's state now — 202 while the registry has not
+        decided, 201 once it accepted, 422 `check-failed` with F's codes after any other F."""
+        transaction_id = stored["transaction_id"]
+        async with self.db.read() as session:
+            row = (
+                (
+                    await session.execute(
+                        select(transactions).where(transactions.c.transaction_id == transaction_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+        status = row["status"]
+        if status == TransactionStatus.COMPLETED.value:
+            return LedgerAnswer(201, _wire(transaction_from_row(row)))
+        if status in (TransactionStatus.SENT.value, TransactionStatus.AWAITING_APPROVAL.value):
+            return LedgerAnswer(202, _wire(transaction_from_row(row)))
+        checks = [CheckResult.model_validate(c) for c in row["checks"] or []]
+        problem = _check_failed_problem(transaction_id, checks, "/internal/v1/first-transfers")
+        return LedgerAnswer(422, problem | {"transaction_status": status})
+
+    async def _create_first_transferred(
+        self,
+        connection: AsyncConnection,
+        ledger: Ledger,
+        transfer: Row,
+        tx: Row,
+        *,
+        actor: str,
+        now: datetime,
+    ) -> None:
+        """§5.3 accepted: the ITMOs come into being (`issued_ranges`, journal `first_transfer`), reserved by the
+        transaction, so the common path below turns them `transferred_out` (journal `transfer_out`)."""
+        transaction_id = tx["transaction_id"]
+        rows = [
+            block_row(
+                TransferBlock.model_validate(b),
+                state="reserved",
+                party=tx["from_party"],
+                account_id=None,
+                reserved_by=transaction_id,
+            )
+            for b in transfer["blocks"]
+        ]
+        await connection.execute(
+            insert(issued_ranges),
+            [
+                {
+                    "ca_id": r.ca_id,
+                    "origin_registry_id": r.origin_registry_id,
+                    "first_serial": r.first_serial,
+                    "last_serial": r.last_serial,
+                    "first_transferring_party": r.first_transferring_party,
+                    "authorization_id": r.authorization_id,
+                    "transaction_id": transaction_id,
+                    "created_at": now,
+                }
+                for r in rows
+            ],
+        )
+        changes = await ledger.insert_new(rows, transaction_id=transaction_id)
+        await journal_mod.append(connection, transaction_id, "first_transfer", changes, actor=actor, at=now)
+
     # ---- outgoing: the final status (S1) -----------------------------------------------------------------
 
     async def _lock_transfer(self, connection: AsyncConnection, transfer_id: str) -> Row | None:
@@ -704,6 +986,9 @@ class Transfers:
         registry_row = registry_row or await repository.get_registry(connection, transfer["registry_id"])
         assert registry_row is not None
         ledger = Ledger(connection, now=now)
+        first = tx["type"] == catalogue.FIRST_TRANSFER
+        if first and status is TransferStatus.COMPLETED:
+            await self._create_first_transferred(connection, ledger, transfer, tx, actor=actor, now=now)
         reserved = await ledger.reserved_by(transaction_id)
         if status is TransferStatus.COMPLETED:
             gone = [
@@ -725,7 +1010,11 @@ class Transfers:
                 "completed_at": now,
                 "updated_at": now,
                 "blocks": _wire([to_block(b) for b in final_rows]),
-                "actions": _wire(outgoing_actions(tx, registry_row["party"])),
+                "actions": _wire(
+                    first_transfer_actions(tx, registry_row["party"], transfer["blocks"])
+                    if first
+                    else outgoing_actions(tx, registry_row["party"])
+                ),
             }
             await connection.execute(
                 update(transactions)
@@ -858,6 +1147,7 @@ class Transfers:
             process=process,
         )
         if not answer.replayed:
+            crashpoints.reach("after_decision_commit_before_response")
             self._notify()
         return answer
 
@@ -997,6 +1287,7 @@ class Transfers:
             await asyncio.sleep(interval)
             try:
                 await self.terminate_due()
+                await self.terminate_incoming_due()
                 await self.cancel_for_sections()
             except Exception:  # the terminator must outlive a transient failure
                 log.exception("irx_terminator_failed")
@@ -1065,6 +1356,7 @@ class Transfers:
             process=process,
         )
         if not answer.replayed:
+            crashpoints.reach("after_decision_commit_before_response")
             self._notify()
         return answer
 
@@ -1178,7 +1470,7 @@ class Transfers:
         existing = await self._lock_transfer(connection, transfer_id)
         if existing is not None:
             if existing["direction"] == DIRECTION_IN and existing["proposal_sha256"] == digest:
-                return Answer(existing["response_status"], existing["response_body"])  # S6: the same decision
+                return _repeat_answer(existing)  # S6: the same decision
             if existing["direction"] == DIRECTION_IN and existing["proposal_sha256"] is None:
                 # A tombstone (S8): the sender gave this id up before the IR saw it.
                 problem = final_problem(
@@ -1211,6 +1503,16 @@ class Transfers:
                         TransferCode(code=code, message=message, unique_id_first=block.unique_id_first)
                     )
                 verdicts.append((block, incoming, verdict))
+            frozen = await pair_frozen(
+                connection, registry_row["registry_id"], {(b.ca_id, b.vintage) for b in proposal.blocks}
+            )
+            for ca_id, vintage, reconciliation_id in frozen:
+                codes.append(
+                    _code(
+                        IrxCode.PAIR_FROZEN,
+                        f"{ca_id} vintage {vintage} is frozen by reconciliation {reconciliation_id}",
+                    )
+                )
         if codes:
             # The IR Party hears of a refused proposal only when it names that Party's open section.
             section = lookups.section if lookups is not None else None
@@ -1223,6 +1525,11 @@ class Transfers:
             )
             return await self._reject_incoming(connection, received, proposal, digest, codes, party)
         assert lookups is not None and lookups.account is not None
+        assert lookups.section is not None  # the destination group (3003) refuses a proposal without one
+        if lookups.section.incoming_acceptance is IncomingAcceptance.MANUAL:
+            return await self._hold_incoming(
+                connection, received, proposal, digest, ledger, current, verdicts, lookups.account
+            )
         return await self._accept_incoming(
             connection, received, proposal, digest, ledger, current, verdicts, lookups.account
         )
@@ -1410,7 +1717,7 @@ class Transfers:
             "initiated_by": actor,
             "approved_by": None,
             "checks": [],
-            "actions": _wire(incoming_actions(registry_row["party"], account)),
+            "actions": _wire(incoming_actions(registry_row["party"], account.party, account.registry_id)),
             "blocks": _wire([to_block(replace(b, id=None)) for b in arrived]),
             "created_at": now,
             "updated_at": now,
@@ -1441,6 +1748,405 @@ class Transfers:
             party=account.party,
         )
 
+    # ---- incoming under manual acceptance (§6) -----------------------------------------------------------
+
+    async def _hold_incoming(
+        self,
+        connection: AsyncConnection,
+        received: Received,
+        proposal: TransferProposal,
+        digest: str,
+        ledger: Ledger,
+        current: list[BlockRow],
+        verdicts: list[tuple[TransferBlock, BlockRow, Any]],
+        account: AccountLookup,
+    ) -> Answer:
+        """A proposal that passed every check, into a section that accepts manually: the units arrive
+        `pending_in` (not spendable; a later proposal of them gets 4002), the transaction and the transfer
+        wait `awaiting_approval` until the Party's approver, the sender's cancel or `respond_by` decides.
+        `pending` keeps what each range was before, so a refusal restores it exactly."""
+        now = received.received_at
+        registry_row = received.registry
+        registry_id = registry_row["registry_id"]
+        transaction_id = new_transaction_id()
+        actor = f"registry:{registry_id}"
+        respond_by = now + timedelta(seconds=registry_row["response_timeout_s"])
+        place: dict[str, Any] = {
+            "state": "pending_in",
+            "account_id": account.account_id,
+            "party": account.party,
+            "reserved_by": None,
+            "to_registry_id": None,
+            "transfer_id": proposal.transfer_id,
+        }
+        pending: list[dict[str, Any]] = []
+        arrived: list[BlockRow] = []
+        returning = [r for _, _, verdict in verdicts for r in verdict.returning]
+        if returning:
+            takes = take_ranges([b for b in current if b.state == "transferred_out"], returning)
+            pending += [
+                {
+                    **_range_json(t.block.ca_id, t.block.origin_registry_id, t.first, t.last),
+                    "kind": "return",
+                    "party": t.block.party,
+                    "to_registry_id": t.block.to_registry_id,
+                    "transfer_id": t.block.transfer_id,
+                }
+                for t in takes
+            ]
+            rest, moved = move(takes, **place)
+            changes = await ledger.replace(_unique_blocks(takes), rest + moved, transaction_id=transaction_id)
+            # Journaled as a reservation: nothing is acquired until the decision (I5 counts that entry).
+            await journal_mod.append(connection, transaction_id, "reserve", changes, actor=actor, at=now)
+            arrived += moved
+        fresh_rows = [
+            incoming.piece(r.first, r.last, **place)
+            for _, incoming, verdict in verdicts
+            for r in verdict.fresh
+        ]
+        if fresh_rows:
+            changes = await ledger.insert_new(fresh_rows, transaction_id=transaction_id)
+            await journal_mod.append(connection, transaction_id, "reserve", changes, actor=actor, at=now)
+            # Origins for I2 while the rows exist; deleted with them if the transfer is refused.
+            await connection.execute(
+                insert(issued_ranges), _issued(fresh_rows, transaction_id, registry_id, now)
+            )
+            pending += [
+                {
+                    **_range_json(r.ca_id, r.origin_registry_id, r.first_serial, r.last_serial),
+                    "kind": "fresh",
+                }
+                for r in fresh_rows
+            ]
+            arrived += fresh_rows
+        arrived.sort(key=lambda b: (b.ca_id, b.origin_registry_id, b.first_serial))
+        link = self._link(proposal.transfer_id, DIRECTION_IN, registry_id, respond_by)
+        # `from_party` stays NULL until the decision: the ledger's own approve and cancel (which find pending
+        # transactions by `from_party`) must not see this one; the decision is the acquiring Party's.
+        row: dict[str, Any] = {
+            "transaction_id": transaction_id,
+            "type": TransactionType.TRANSFER.value,
+            "status": TransactionStatus.AWAITING_APPROVAL.value,
+            "party": None,
+            "from_account": proposal.from_account,
+            "to_account": account.account_id,
+            "from_party": None,
+            "to_party": account.party,
+            "from_registry_id": registry_id,
+            "to_registry_id": account.registry_id,
+            "quantity": sum(b.quantity for b in arrived),
+            "ndc_use_year": None,
+            "purpose": None,
+            "using_entity_id": None,
+            "note": proposal.note,
+            "initiated_by": actor,
+            "approved_by": None,
+            "checks": [],
+            "actions": [],
+            "blocks": _wire([to_block(replace(b, id=None)) for b in arrived]),
+            "created_at": now,
+            "updated_at": now,
+            "completed_at": None,
+            "expires_at": None,
+            "interregistry": link,
+        }
+        await connection.execute(insert(transactions), row)
+        decision = TransferDecision(
+            transfer_id=proposal.transfer_id,
+            status=TransferStatus.AWAITING_APPROVAL,
+            decided_at=None,
+            codes=[],
+            ir_transaction_id=transaction_id,
+            respond_by=respond_by,
+        )
+        answer = Answer(202, decision.model_dump(mode="json"))
+        await connection.execute(
+            insert(irx_transfer).values(
+                transfer_id=proposal.transfer_id,
+                direction=DIRECTION_IN,
+                registry_id=registry_id,
+                transaction_id=transaction_id,
+                status=TransferStatus.AWAITING_APPROVAL.value,
+                respond_by=respond_by,
+                quantity=proposal.quantity,
+                blocks=_codes_json(proposal.blocks),
+                codes=[],
+                proposal_sha256=digest,
+                proposal_message_id=str(received.envelope.message_id),
+                response_status=answer.status,
+                response_body=answer.body,
+                pending=pending,
+                created_at=now,
+                updated_at=now,
+            )
+        )
+        log.info("irx_transfer_awaiting_approval", transfer_id=proposal.transfer_id, respond_by=respond_by)
+        return answer
+
+    async def _finish_incoming(
+        self,
+        connection: AsyncConnection,
+        transfer: Row,
+        status: TransferStatus,
+        codes: Sequence[TransferCode],
+        *,
+        actor: str,
+        now: datetime,
+        decision_message_id: str | None = None,
+    ) -> bool:
+        """Decide F of an incoming transfer awaiting approval (S1: compare-and-set from `awaiting_approval`):
+        `completed` makes the pending units `held`; any other F drops them (never-seen ranges deleted with
+        their `issued_ranges`, returns back to `transferred_out` as they were). The transaction, the event
+        and the inbox F message go in the caller's transaction. False when F was decided already."""
+        transfer_id = transfer["transfer_id"]
+        decided = await connection.execute(
+            update(irx_transfer)
+            .where(
+                irx_transfer.c.transfer_id == transfer_id,
+                irx_transfer.c.direction == DIRECTION_IN,
+                irx_transfer.c.status == TransferStatus.AWAITING_APPROVAL.value,
+            )
+            .values(
+                status=status.value,
+                decided_at=now,
+                updated_at=now,
+                codes=_codes_json(codes),
+                decision_message_id=decision_message_id,
+            )
+        )
+        if not decided.rowcount:
+            return False
+        transaction_id = transfer["transaction_id"]
+        tx = dict(
+            (
+                await connection.execute(
+                    select(transactions).where(transactions.c.transaction_id == transaction_id)
+                )
+            )
+            .mappings()
+            .one()
+        )
+        registry_row = await repository.get_registry(connection, transfer["registry_id"])
+        assert registry_row is not None
+        pending = list(transfer["pending"] or [])
+        ranges = [SerialRange(p["ca_id"], p["origin_registry_id"], p["first"], p["last"]) for p in pending]
+        ledger = Ledger(connection, now=now)
+        rows = [
+            b
+            for b in await ledger.overlapping(ranges)
+            if b.state == "pending_in" and b.transfer_id == transfer_id
+        ]
+        takes = take_ranges(rows, ranges)
+        completed = status is TransferStatus.COMPLETED
+        final_rows: list[BlockRow] = []
+        for take in takes:
+            entry = next(
+                p
+                for p in pending
+                if (p["ca_id"], p["origin_registry_id"]) == (take.block.ca_id, take.block.origin_registry_id)
+                and p["first"] <= take.first <= p["last"]
+            )
+            if completed:
+                final_rows.append(take.block.piece(take.first, take.last, state="held", transfer_id=None))
+            elif entry["kind"] == "return":
+                final_rows.append(
+                    take.block.piece(
+                        take.first,
+                        take.last,
+                        state="transferred_out",
+                        account_id=None,
+                        party=entry["party"],
+                        to_registry_id=entry["to_registry_id"],
+                        transfer_id=entry["transfer_id"],
+                    )
+                )
+        changes = await ledger.replace(_unique_blocks(takes), final_rows, transaction_id=transaction_id)
+        if completed:
+            entry_type = "transfer_in" if any(p["kind"] == "fresh" for p in pending) else "return_in"
+        else:
+            entry_type = "release"
+            await connection.execute(
+                delete(issued_ranges).where(issued_ranges.c.transaction_id == transaction_id)
+            )
+        await journal_mod.append(connection, transaction_id, entry_type, changes, actor=actor, at=now)
+        values: dict[str, Any] = {
+            "status": status.value,
+            "from_party": registry_row["party"],
+            "updated_at": now,
+        }
+        if completed:
+            arrived = sorted(
+                (replace(b, id=None) for b in final_rows),
+                key=lambda b: (b.ca_id, b.origin_registry_id, b.first_serial),
+            )
+            values |= {
+                "approved_by": actor,
+                "completed_at": now,
+                "blocks": _wire([to_block(b) for b in arrived]),
+                "actions": _wire(
+                    incoming_actions(registry_row["party"], tx["to_party"], tx["to_registry_id"])
+                ),
+            }
+        else:
+            values["checks"] = [{"code": str(c.code), "message": c.message} for c in codes]
+        await connection.execute(
+            update(transactions).where(transactions.c.transaction_id == transaction_id).values(**values)
+        )
+        tx |= values
+        if completed:
+            await self.ledgers._publish(connection, transaction_from_row(tx), tx, party=tx["to_party"])
+        final = TransferFinal(
+            transfer_id=transfer_id,
+            direction=TransferDirection.REGISTRY_TO_IR,
+            status=status,
+            decided_at=now,
+            codes=list(codes),
+            from_registry=transfer["registry_id"],
+            from_account=tx["from_account"],
+            to_registry=tx["to_registry_id"],
+            to_account=tx["to_account"],
+            quantity=transfer["quantity"],
+            blocks=[TransferBlock.model_validate(b) for b in transfer["blocks"]],
+        )
+        message_id = await self.irx.enqueue(
+            connection, registry_row, final.message_type, final, transfer_id=transfer_id
+        )
+        await connection.execute(
+            update(irx_transfer)
+            .where(irx_transfer.c.transfer_id == transfer_id)
+            .values(final_message_id=message_id)
+        )
+        await self._announce(
+            connection,
+            tx["to_party"],
+            transfer_id=transfer_id,
+            direction=DIRECTION_IN,
+            registry_id=transfer["registry_id"],
+            status=status.value,
+            transaction_id=transaction_id,
+            quantity=transfer["quantity"],
+            respond_by=_utc(transfer["respond_by"]),
+            decided_at=now,
+            codes=codes,
+        )
+        log.info("irx_transfer_final", transfer_id=transfer_id, status=status.value, direction="in")
+        return True
+
+    async def decide_incoming(
+        self, principal: Principal, row: Row, claim: Claim, *, accept: bool, reason: str | None
+    ) -> LedgerAnswer:
+        """`POST /v1/transactions/{id}/approve|reject` of an incoming transfer (`Ledgers` hands over a
+        transaction whose `interregistry.direction` is `registry_to_ir`): an approver of the acquiring Party
+        decides it while it awaits approval. One approver suffices: a registry proposed it, so there is no
+        initiator of this Party to be the first pair of eyes. Accepting re-reads the destination account and
+        section (3003, 5903: 422 `check-failed`, the transfer stays pending). Answers the transaction, as the
+        ledger's own approve does; 409 `transaction-not-pending` (code 6003) once F was decided."""
+        transaction_id = row["transaction_id"]
+        if row["to_party"] != principal.party:
+            raise NotFound(f"No transaction {transaction_id} of your Party.")
+        path = f"/v1/transactions/{transaction_id}/{'approve' if accept else 'reject'}"
+        transfer_id = row["interregistry"]["transfer_id"]
+        failed: list[CheckResult] = []
+        if accept:
+            account = await self.directory.account(row["to_account"])
+            section = await self.directory.section(row["to_party"])
+            if section is None or section.status is not SectionStatus.OPEN:
+                failed.append(
+                    CheckResult(
+                        code=str(int(IrxCode.SECTION_NOT_OPEN)),
+                        message=f"the section of {principal.party} is not open",
+                    )
+                )
+            if account is None or account.status is not AccountStatus.OPEN:
+                state = account.status.value if account else "unknown"
+                closed = account is not None and account.status is AccountStatus.CLOSED
+                code = IrxCode.ACCOUNT_CLOSED if closed else IrxCode.ACCOUNT_NOT_ELIGIBLE
+                failed.append(CheckResult(code=str(int(code)), message=f"{row['to_account']} is {state}"))
+        now = self.clock()
+        async with self.db.connect() as connection:
+            transfer = await self._lock_transfer(connection, transfer_id)
+            assert transfer is not None
+            if transfer["status"] != TransferStatus.AWAITING_APPROVAL.value:
+                # The sender's cancel or the deadline came first: that F stands (S1).
+                final = final_problem(
+                    transfer_id, transfer["status"], _utc(transfer["decided_at"]), transfer["codes"]
+                )
+                body = {
+                    **final,
+                    "type": problem_type("transaction-not-pending"),
+                    "title": Conflict.title,
+                    "instance": path,
+                    "transaction_id": transaction_id,
+                    "transaction_status": transfer["status"],
+                }
+                await claim.complete(connection, 409, body)
+                return LedgerAnswer(409, body)
+            if failed:
+                problem = _check_failed_problem(transaction_id, failed, path)
+                await claim.complete(connection, 422, problem)
+                return LedgerAnswer(422, problem)
+            if accept:
+                status, codes = TransferStatus.COMPLETED, []
+            else:
+                status = TransferStatus.REJECTED
+                codes = [_code(IrxCode.PARTY_POLICY, reason or f"declined by {principal.party}")]
+            await self._finish_incoming(
+                connection, transfer, status, codes, actor=principal.client_id, now=now
+            )
+            current = (
+                (
+                    await connection.execute(
+                        select(transactions).where(transactions.c.transaction_id == transaction_id)
+                    )
+                )
+                .mappings()
+                .one()
+            )
+            answer = _wire(transaction_from_row(current))
+            await claim.complete(connection, 200, answer)
+        self.irx.relay.notify()
+        return LedgerAnswer(200, answer)
+
+    async def terminate_incoming_due(self, now: datetime | None = None) -> int:
+        """Incoming transfers still awaiting approval at `respond_by` become `terminated` (6001), their
+        pending units dropped and `transfer.terminated` in the sender's inbox (S7). Returns how many."""
+        now = now or self.clock()
+        async with self.db.read() as session:
+            due = (
+                (
+                    await session.execute(
+                        select(irx_transfer.c.transfer_id).where(
+                            irx_transfer.c.status == TransferStatus.AWAITING_APPROVAL.value,
+                            irx_transfer.c.direction == DIRECTION_IN,
+                            irx_transfer.c.respond_by <= now,
+                        )
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        done = 0
+        for transfer_id in due:
+            async with self.db.connect() as connection:
+                transfer = await self._lock_transfer(connection, transfer_id)
+                if transfer is None or transfer["status"] != TransferStatus.AWAITING_APPROVAL.value:
+                    continue  # decided meanwhile: that F stands
+                respond_by = _utc(transfer["respond_by"])
+                if respond_by is None or respond_by > now:
+                    continue
+                if await self._finish_incoming(
+                    connection,
+                    transfer,
+                    TransferStatus.TERMINATED,
+                    [_code(IrxCode.TERMINATED, f"not decided by {respond_by.isoformat()}")],
+                    actor="system:irx-terminator",
+                    now=now,
+                ):
+                    done += 1
+        if done:
+            self._notify()
+        return done
+
     async def cancel_incoming(
         self,
         principal: Principal,
@@ -1467,6 +2173,28 @@ class Transfers:
                     or existing["direction"] != DIRECTION_IN
                 ):
                     raise IrxRefused(IrxCode.SENDER_MISMATCH, f"{transfer_id} is not a transfer you sent.")
+                if existing["status"] == TransferStatus.AWAITING_APPROVAL.value:
+                    # Before the IR Party decided (manual acceptance): the sender withdraws it (6002).
+                    codes = [
+                        _code(IrxCode.CANCELLED, cancel.reason or "cancelled by the sender before a decision")
+                    ]
+                    await self._finish_incoming(
+                        connection,
+                        existing,
+                        TransferStatus.CANCELLED,
+                        codes,
+                        actor=f"registry:{received.registry['registry_id']}",
+                        now=now,
+                        decision_message_id=str(received.envelope.message_id),
+                    )
+                    decision = TransferDecision(
+                        transfer_id=transfer_id,
+                        status=TransferStatus.CANCELLED,
+                        decided_at=now,
+                        codes=codes,
+                        ir_transaction_id=existing["transaction_id"],
+                    )
+                    return Answer(200, decision.model_dump(mode="json"))
                 return Answer(
                     409,
                     final_problem(
@@ -1617,6 +2345,55 @@ class Transfers:
         return {"items": items, "next_cursor": next_cursor}
 
 
+def _range_json(ca_id: str, origin_registry_id: str, first: int, last: int) -> dict[str, Any]:
+    return {"ca_id": ca_id, "origin_registry_id": origin_registry_id, "first": first, "last": last}
+
+
+def _issued(
+    rows: Sequence[BlockRow], transaction_id: str, registry_id: str, now: datetime
+) -> list[dict[str, Any]]:
+    """`issued_ranges` rows of never-seen ranges acquired from a registry (origins for I2; T06 skips them)."""
+    return [
+        {
+            "ca_id": r.ca_id,
+            "origin_registry_id": r.origin_registry_id,
+            "first_serial": r.first_serial,
+            "last_serial": r.last_serial,
+            "first_transferring_party": r.first_transferring_party,
+            "authorization_id": r.authorization_id,
+            "transaction_id": transaction_id,
+            "created_at": now,
+            "acquired_from_registry": registry_id,
+        }
+        for r in rows
+    ]
+
+
+def _repeat_answer(transfer: Row) -> Answer:
+    """The answer to a proposal repeated under a new message id (S6): the stored one, unless it was the 202 of
+    a manual acceptance decided since — then what was decided (6002 for the sender's own cancel, as S8)."""
+    status = transfer["status"]
+    if transfer["response_status"] != 202 or status == TransferStatus.AWAITING_APPROVAL.value:
+        return Answer(transfer["response_status"], transfer["response_body"])
+    decided_at = _utc(transfer["decided_at"])
+    codes = [TransferCode.model_validate(c) for c in transfer["codes"] or []]
+    if status == TransferStatus.COMPLETED.value:
+        decision = TransferDecision(
+            transfer_id=transfer["transfer_id"],
+            status=TransferStatus.COMPLETED,
+            decided_at=decided_at,
+            codes=[],
+            ir_transaction_id=transfer["transaction_id"],
+        )
+        return Answer(201, decision.model_dump(mode="json"))
+    if status == TransferStatus.REJECTED.value:
+        return Answer(422, rejected_problem(transfer["transfer_id"], codes))
+    problem = final_problem(transfer["transfer_id"], status, decided_at, transfer["codes"])
+    if status == TransferStatus.CANCELLED.value:
+        problem["code"] = int(IrxCode.CANCELLED)
+    return Answer(409, problem)
+
+
 def _decimal(text: str) -> bool:
     return _CONVERSION_FACTOR.fullmatch(text) is not None
 
@@ -1640,14 +2417,29 @@ def outgoing_actions(tx: Row, registry_party: str) -> list[AefAction]:
     ]
 
 
-def incoming_actions(registry_party: str, account: AccountLookup) -> list[AefAction]:
+def first_transfer_actions(tx: Row, registry_party: str, blocks: Sequence[Row]) -> list[AefAction]:
+    """§5.2: a first transfer to a registry is the first transferring Party's T3 `First transfer` (subtype by
+    its definition; `First transfer to another Party` with the registry's Party acquiring), which triggers its
+    corresponding adjustment; the registry's Party reports its own acquisition."""
+    definition = FirstTransferDefinition(blocks[0]["first_transfer_definition"])
+    return aef_actions(
+        "first_transfer",
+        from_party=tx["from_party"],
+        to_party=registry_party,
+        from_registry=tx["from_registry_id"],
+        to_registry=None,  # no IR side acquires: the registry's Party is not reported here
+        first_transfer_subtype=_FIRST_TRANSFER_SUBTYPE[definition],
+    )
+
+
+def incoming_actions(registry_party: str, party: str, registry_id: str) -> list[AefAction]:
     """§6: the receiving IR Party's T3 `Acquisition` from the registry's Party; none within one Party."""
-    if registry_party == account.party:
+    if registry_party == party:
         return []
     return [
         AefAction(
-            party=account.party,
-            registry_id=account.registry_id,
+            party=party,
+            registry_id=registry_id,
             action_type=ActionType.ACQUISITION,
             transferring_party_id=registry_party,
         )
