@@ -19,6 +19,7 @@ from conformance.kit.config import (
     load_private_jwk,
     secret_from_environment,
 )
+from conformance.kit.driver import terminal_operator
 from conformance.kit.report import EXIT_UNUSABLE
 
 __all__ = ["main", "run_cli"]
@@ -82,12 +83,35 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--rotation-wait",
         type=float,
-        default=61.0,
-        help="seconds between publishing the new key and using it",
+        default=None,
+        help="seconds between publishing the new key and using it (default: the IR's JWKS refetch interval,"
+        " from its sandbox settings, plus 1 s; 61 if it does not say)",
     )
     parser.add_argument(
         "--restart-command",
         help="shell command that restarts the registry and returns once it serves again (case 171)",
+    )
+    parser.add_argument(
+        "--interactive",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="without a driver, print each instruction or question for the operator and wait up to 10 min "
+        "for the answer line (default: when stdin is a terminal)",
+    )
+    parser.add_argument(
+        "--operator-timeout", type=float, default=600.0, help="seconds one operator question waits"
+    )
+    parser.add_argument(
+        "--no-store", action="store_true", help="do not post the report to the IR (a dry run)"
+    )
+    parser.add_argument(
+        "--webhook-listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="where case 400 listens for webhook deliveries (default: a free loopback port)",
+    )
+    parser.add_argument(
+        "--webhook-url", help="the URL the IR is given for case 400's endpoint (default: the listener's own)"
     )
     parser.add_argument("--cases", help="comma-separated case numbers (default: all)")
     parser.add_argument("--page-size", type=int, default=2, help="inbox page size of case 116")
@@ -147,7 +171,31 @@ def _config(args: argparse.Namespace) -> KitConfig:
         ca_non_participant=args.ca_non_participant,
         registry_accounts=_roles(args.registry_account),
         restart_command=args.restart_command,
+        operator=terminal_operator() if _interactive(args) else None,
+        operator_timeout=args.operator_timeout,
+        store=not args.no_store,
+        webhook_listen=_listen(args.webhook_listen),
+        webhook_url=args.webhook_url,
     )
+
+
+def _interactive(args: argparse.Namespace) -> bool:
+    """§11: without a driver the kit asks the operator; on by default only when someone can answer."""
+    if args.driver_url:
+        return False
+    if args.interactive is not None:
+        return bool(args.interactive)
+    try:
+        return sys.stdin.isatty()
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--webhook-listen {text!r}: expected HOST:PORT")
+    return host, int(port)
 
 
 def _roles(pairs: list[str]) -> dict[str, str]:

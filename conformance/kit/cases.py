@@ -123,6 +123,62 @@ async def versions(context: CaseContext) -> None:
     )
 
 
+async def _rotation_wait(context: CaseContext) -> float:
+    """Seconds from publishing a key to signing with it: `--rotation-wait`, else the IR's own JWKS refetch
+    interval (its sandbox settings; the kit cannot know it otherwise) plus a second, else §2.3's minute + 1 s."""
+    config = context.config
+    if config.rotation_wait_seconds is not None:
+        return config.rotation_wait_seconds
+    answer = await context.session.get(f"{_IRX}/sandbox/settings", registry_id=config.registry_id)
+    interval = _json(answer).get("jwks_refetch_seconds") if answer.status_code == 200 else None
+    return float(interval) + 1.0 if isinstance(interval, int | float) else 61.0
+
+
+async def _driver_rotation(context: CaseContext) -> bool:
+    """The registry rotates its own key through its driver (`POST …/rotate-key`, a simulator extra): publish a
+    new key, wait out the IR's refetch interval, sign with it (the registry sends a no-op ack with it), then
+    the previous key still works. False when the driver has no such lever."""
+    driver = context.state.driver
+    if driver is None or driver.interactive:
+        return False
+    published = await driver.optional("rotate-key", step="publish")
+    if published is None:
+        return False
+    jwk = dict(published["public_jwk"])
+    context.trust(jwk)
+    # Publish first, sign later (§2.3): the IR's one refetch per interval was just spent on the unknown kid.
+    await asyncio.sleep(await _rotation_wait(context))
+    signed = await driver.optional("rotate-key", step="sign")
+    assert signed is not None
+    stored = [
+        entry
+        for entry in await context.session.message_log(after=context.log_cursor_at_start)
+        if str(entry["message_id"]) == str(signed.get("message_id"))
+    ]
+    verified_with_new = False
+    if stored and stored[0].get("signature"):
+        try:
+            verify(stored[0]["envelope"], stored[0]["signature"], KeySet({"keys": [jwk]}))
+            verified_with_new = stored[0].get("verification") == "verified"
+        except JwsError:
+            verified_with_new = False
+    context.expect(
+        "key rotation: a message the registry signed with its new kid is accepted",
+        signed.get("response_status") == 200 and verified_with_new,
+        f"kid {jwk['kid']}: the registry's message {signed.get('message_id')} answered "
+        f"{signed.get('response_status')}, stored {'verified with it' if verified_with_new else 'not verified with it'}",
+    )
+    # The kit signs with the key it was given, the previous one: it must stay usable (no downtime).
+    acked = (await context.session.sync())["inbox"]["acked_position"]
+    answer = await context.session.post("inbox/ack", context.session.noop_ack(acked))
+    context.expect(
+        "key rotation: the previous kid still accepted (no downtime)",
+        answer.status_code == 200,
+        f"{answer.status_code} {answer.text[:200]}",
+    )
+    return True
+
+
 async def _rotation(context: CaseContext, acked: int) -> None:
     """Publish a new key in the JWKS file the registry's `jwks_url` serves, sign with it, restore the file."""
     config, session = context.config, context.session
@@ -137,8 +193,8 @@ async def _rotation(context: CaseContext, acked: int) -> None:
     path.write_text(json.dumps(published))
     context.trust(rotated.public_jwk)
     try:
-        # Publish first, sign later (§2.3): the IR's one refetch a minute was just spent on the unknown kid.
-        await asyncio.sleep(config.rotation_wait_seconds)
+        # Publish first, sign later (§2.3): the IR's one refetch per interval was just spent on the unknown kid.
+        await asyncio.sleep(await _rotation_wait(context))
         answer = await session.post("inbox/ack", session.noop_ack(acked), key=rotated)
         context.expect(
             "key rotation: a message signed with the new kid is accepted",
@@ -205,11 +261,13 @@ async def signatures(context: CaseContext) -> None:
     )
     if record.get("jwks_url") and config.rotation_jwks_file is not None:
         await _rotation(context, acked)
+    elif record.get("jwks_url") and await _driver_rotation(context):
+        pass
     elif record.get("jwks_url"):
         context.skip(
             "key rotation",
             f"the registry publishes {record['jwks_url']}; give --rotation-jwks-file, the file that URL serves, "
-            "so the kit can publish a new key",
+            "so the kit can publish a new key (or a driver with POST …/conformance/v1/rotate-key)",
         )
     else:
         context.skip(
@@ -413,6 +471,8 @@ async def _event_feed(context: CaseContext) -> None:
 )
 async def information(context: CaseContext) -> None:
     session, config = context.session, context.config
+    # Reads leave no trace at the IR; a signed hello lets it corroborate that the case ran (docs/conformance.md).
+    await session.sync()
     codes = await session.get(f"{_IRX}/codes", authenticated=False)
     if context.expect("codes catalogue published", codes.status_code == 200, f"{codes.status_code}"):
         try:

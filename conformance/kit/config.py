@@ -6,6 +6,7 @@ tests; `load_private_jwk`/`load_jwks` read the operator's files and fail with a 
 import json
 import os
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,9 @@ class KitConfig:
     #: A JWKS file the registry's `jwks_url` serves and the kit may write (case 102's key rotation).
     rotation_jwks_file: Path | None = None
     #: Seconds between publishing the new key and signing with it: the IR refetches an unknown kid at most
-    #: once a minute, and case 102's unknown-kid check has just spent that fetch.
-    rotation_wait_seconds: float = 61.0
+    #: once per its refetch interval (§2.3: a minute), and case 102's unknown-kid check has just spent that
+    #: fetch. None: the interval the sandbox tells (`GET …/sandbox/settings`) plus 1 s, else 61.
+    rotation_wait_seconds: float | None = None
     #: Inbox page size of case 116; small so that paging and "from the middle" are exercised on short inboxes.
     page_size: int = 2
     http_timeout: float = 30.0
@@ -70,6 +72,17 @@ class KitConfig:
     registry_accounts: dict[str, str] = field(default_factory=dict)
     #: A shell command that restarts the registry process and returns once it serves again (case 171).
     restart_command: str | None = None
+    #: Without a driver, how the kit asks the operator (§11: prints the instruction or question, waits for a
+    #: line); the command line sets the terminal's when it is interactive. None: such cases are skipped.
+    operator: Callable[[str], Awaitable[str]] | None = None
+    #: How long one operator question waits (§11: 10 min).
+    operator_timeout: float = 600.0
+    #: Post the report to the IR at the end (`POST /v1/interregistry/conformance-runs`), which judges it.
+    store: bool = True
+    #: Case 400: where the kit listens for webhook deliveries, and the URL the IR is given for it (when the
+    #: IR reaches the kit through a proxy or tunnel); default a free loopback port and its own URL.
+    webhook_listen: tuple[str, int] = ("127.0.0.1", 0)
+    webhook_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:

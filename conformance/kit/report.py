@@ -35,6 +35,8 @@ class Report:
     finished_at: str = ""
     preflight: dict[str, Any] = field(default_factory=dict)
     cases: list[CaseResult] = field(default_factory=list)
+    #: The IR's answer to the posted report: its own verdict (`result`, `findings`), or why it is not stored.
+    stored: dict[str, Any] | None = None
 
     def case(self, number: int) -> CaseResult:
         for result in self.cases:
@@ -85,7 +87,7 @@ class Report:
             },
             "preflight": self.preflight,
             "cases": [result.as_json() for result in self.cases],
-        }
+        } | ({"stored_at_ir": self.stored} if self.stored is not None else {})
 
     def write(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,4 +107,17 @@ class Report:
             )
         totals = ", ".join(f"{count} {status}" for status, count in self.totals.items() if count)
         lines.append(f"result: {self.result} ({totals})")
+        if self.stored is not None and self.stored.get("stored"):
+            findings = self.stored.get("findings") or []
+            lines.append(
+                f"conformance_run_id: {self.conformance_run_id} — stored at the IR, its verdict:"
+                f" {self.stored.get('result')}" + (f" ({len(findings)} findings)" if findings else "")
+            )
+            lines.extend(f"  IR finding: {finding}" for finding in findings[:40])
+        elif self.stored is not None:
+            lines.append(
+                f"conformance_run_id: {self.conformance_run_id} — NOT stored at the IR: {self.stored.get('error')}"
+            )
+        else:
+            lines.append(f"conformance_run_id: {self.conformance_run_id} (not posted to the IR)")
         return "\n".join(lines)

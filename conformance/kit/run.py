@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 import httpx
 
 from conformance.kit import cases as _cases  # noqa: F401  (registers the implemented cases)
-from conformance.kit import pending as _pending  # noqa: F401  (registers the not-implemented ones)
+from conformance.kit import reconciliation_cases as _reconciliation_cases  # noqa: F401  (300–304)
 from conformance.kit import transfer_cases as _transfer_cases  # noqa: F401  (registers 150–172)
+from conformance.kit import webhook_cases as _webhook_cases  # noqa: F401  (400)
 from conformance.kit.config import ConfigError, KitConfig
-from conformance.kit.driver import Driver
+from conformance.kit.driver import Driver, OperatorDriver
 from conformance.kit.report import Report
 from conformance.kit.runner import CASES, RunState, run_case
 from conformance.kit.session import KitFailure, RegistrySession, wire_time
@@ -118,13 +119,35 @@ async def run_kit(
         session = RegistrySession(config, client)
         if config.driver_url:
             state.driver = Driver(config.driver_url, session, timeout=config.http_timeout, http=driver_http)
+        elif config.operator is not None:
+            state.driver = OperatorDriver(config.operator, session, timeout=config.operator_timeout)
         report.preflight = await _preflight(session, state)
         for number in selected:
             report.cases.append(await run_case(CASES[number], session, state))
+        report.finished_at = wire_time(datetime.now(UTC))
+        if config.store:
+            report.stored = await _store(session, report)
     finally:
         if state.driver is not None:
             await state.driver.close()
         if owned:
             await client.aclose()
-    report.finished_at = wire_time(datetime.now(UTC))
     return report
+
+
+async def _store(session: RegistrySession, report: Report) -> dict:
+    """Post the report to the IR, which judges it against its own record of the run (docs/conformance.md);
+    its answer (the IR's `result` and `findings`), or why it could not be stored."""
+    try:
+        answer = await session.request(
+            "POST",
+            "/v1/interregistry/conformance-runs",
+            json=report.as_json(),
+            headers=await session.headers(),
+        )
+    except KitFailure as exc:
+        return {"stored": False, "error": str(exc)}
+    if answer.status_code != 201:
+        return {"stored": False, "error": f"{answer.status_code} {answer.text[:500]}"}
+    document: dict = answer.json()
+    return {"stored": True, **document}

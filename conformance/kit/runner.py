@@ -8,8 +8,8 @@ status follows from them, never from the absence of an exception:
 - `fail`: a check failed, the IR answered something that stops the case (`KitFailure`), or hygiene failed;
 - `partial`: nothing failed but a check was skipped (a precondition the operator can supply is missing);
 - `skipped`: the case as a whole could not run here, with the reason;
-- `not-implemented`: the case is numbered in §11 but needs what the IR does not serve yet (transfers,
-  reconciliation, webhooks);
+- `not-implemented`: the case is numbered in §11 but needs what the IR does not serve yet (none today:
+  `pending` registers such a case);
 - `error`: the kit itself broke (a bug to report), or the case checked nothing.
 
 Only `pass` counts as passing. Hygiene (§11), after each case, on what the IR's message log
@@ -215,6 +215,8 @@ class CaseResult:
     checks: list[Check] = field(default_factory=list)
     hygiene: list[str] = field(default_factory=list)
     evidence: list[dict[str, Any]] = field(default_factory=list)
+    #: What the IR holds of the case: messages it stored (2xx), transfers and reconciliations it made.
+    subjects: dict[str, list[str]] = field(default_factory=dict)
     duration_ms: int = 0
 
     def as_json(self) -> dict[str, Any]:
@@ -228,6 +230,7 @@ class CaseResult:
             "checks": [check.as_json() for check in self.checks],
             "hygiene": {"ok": not self.hygiene, "violations": self.hygiene},
             "evidence": self.evidence,
+            "subjects": self.subjects,
             "duration_ms": self.duration_ms,
         }
 
@@ -301,6 +304,18 @@ async def hygiene(context: CaseContext, exchanges_from: int) -> list[str]:
     return violations
 
 
+def _subjects(session: RegistrySession, first_exchange: int, first_subject: int) -> dict[str, list[str]]:
+    """The case's subjects for the IR's cross-check: the messages it sent that the IR accepted (so stored),
+    and the transfers and reconciliations it noted; each once, in order."""
+    found: dict[str, list[str]] = {"messages": [], "transfers": [], "reconciliations": []}
+    for exchange in session.exchanges[first_exchange:]:
+        if exchange.message_id is not None and 200 <= exchange.status < 300:
+            found["messages"].append(exchange.message_id)
+    for kind, subject_id in session.subjects[first_subject:]:
+        found.setdefault(kind, []).append(subject_id)
+    return {kind: list(dict.fromkeys(ids)) for kind, ids in found.items()}
+
+
 async def run_case(made: Case, session: RegistrySession, state: RunState) -> CaseResult:
     """Run one case with its hygiene check; never raises."""
     result = CaseResult(made.number, made.title, made.mandatory, made.pass_rule, Status.NOT_IMPLEMENTED)
@@ -310,6 +325,7 @@ async def run_case(made: Case, session: RegistrySession, state: RunState) -> Cas
     context = CaseContext(session, state)
     started = time.monotonic()
     first_exchange = len(session.exchanges)
+    first_subject = len(session.subjects)
     broke: str | None = None
     skipped: str | None = None
     try:
@@ -329,6 +345,7 @@ async def run_case(made: Case, session: RegistrySession, state: RunState) -> Cas
     result.checks = context.checks
     result.hygiene = violations
     result.evidence = evidence
+    result.subjects = _subjects(session, first_exchange, first_subject)
     if broke is not None:
         result.status, result.reason = Status.ERROR, broke
     else:

@@ -115,11 +115,19 @@ class RegistrySession:
         self.config = config
         self.http = http
         self.exchanges: list[Exchange] = []
+        #: (kind, id) of what the IR made for the run — "transfers", "reconciliations" — in order; the report
+        #: names them per case so the IR can corroborate the case against its own records.
+        self.subjects: list[tuple[str, str]] = []
         self.last_seq = 0
         #: The kit runs against the sandbox only: the runner checks the record before any case.
         self.environment = "sandbox"
         self._token: str | None = None
         self._token_at = float("-inf")
+
+    def note(self, kind: str, subject_id: object) -> None:
+        """A transfer or reconciliation the current case made or worked on (see `subjects`)."""
+        if subject_id:
+            self.subjects.append((kind, str(subject_id)))
 
     # ---- HTTP with evidence ------------------------------------------------------------------------------
 

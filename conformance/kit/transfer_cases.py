@@ -3,9 +3,9 @@
 The kit drives the IR side through the sandbox-only endpoints (`/v1/interregistry/sandbox/…`, with the
 registry's own token) and the registry side through the registry's test driver (`--driver-url`); it judges
 from the IR's record (`GET /v1/interregistry/transfers/{id}`, the message log) and the driver's view of the
-units. Without a driver, or without the IR test section's account and CA (`--ir-account`, `--ca-id`,
-`--vintage`), a case is `skipped` with the reason: the interactive prompt of §11 (the kit asking the
-operator on the terminal) is not built.
+units. Without a driver, the operator at the terminal plays it (§11: the kit prints each instruction or
+question and waits up to 10 min, `OperatorDriver`); with neither, or without the IR test section's account
+and CA (`--ir-account`, `--ca-id`, `--vintage`), a case is `skipped` with the reason.
 
 Cases 162, 163 and 165 also send proposals and cancels *as the registry* (its key, its seq): each is one the
 IR must refuse or that only leaves a tombstone, so no unit moves; their transfer ids start
@@ -30,8 +30,7 @@ __all__: list[str] = []  # the cases register themselves in runner.CASES
 _IRX = "/v1/interregistry"
 _OPEN = ("sent", "awaiting_approval")
 _NO_DRIVER = (
-    "needs the registry's test driver (--driver-url); without one §11 has the kit ask the operator on the "
-    "terminal, which is not built yet"
+    "needs the registry's test driver (--driver-url) or its operator at the terminal (--interactive, §11)"
 )
 
 
@@ -114,6 +113,8 @@ async def _acked(context: CaseContext, position: int | None, seconds: float = 30
 async def _units(driver: Driver, first: str, last: str, state: str, held: int | None = None,
                  seconds: float = 15.0) -> dict[str, Any]:  # fmt: skip
     """The driver's view once it shows `state` (and `held` serials), or as it is after `seconds`."""
+    if driver.interactive:
+        return await driver.units(first, last)  # a person is asked once, when the state should show
 
     async def probe() -> dict[str, Any] | None:
         seen = await driver.units(first, last)
@@ -593,11 +594,12 @@ def _own_block(context: CaseContext, first: int, quantity: int, **changes: Any) 
     """A block of the registry's own origin (never seen by the IR), as §5 spells a block."""
     config = context.config
     vintage = config.vintage or datetime.now(UTC).year
-    ident = f"{config.ca_id}-{config.registry_id}-{config.party}"
+    ca_id = changes.get("ca_id", config.ca_id)  # another CA (5905) keeps the unique ids well formed
+    ident = f"{ca_id}-{config.registry_id}-{config.party}"
     block: dict[str, Any] = {
         "unique_id_first": f"{ident}-{first}-{vintage}",
         "unique_id_last": f"{ident}-{first + quantity - 1}-{vintage}",
-        "ca_id": config.ca_id,
+        "ca_id": ca_id,
         "origin_registry_id": config.registry_id,
         "first_transferring_party": config.party,
         "first": first,
@@ -705,7 +707,15 @@ async def incoming_rejections(context: CaseContext) -> None:
         )
     else:
         context.skip("units already in the IR → 4002", "needs the units case 151 left in the IR account")
-    context.skip("units last sent elsewhere → 4004", "needs a second connected registry in the sandbox")
+    sunk = await sandbox.sink(from_account=config.ir_account, quantity=3,
+                              mint={"ca_id": config.ca_id, "vintage": config.vintage})  # fmt: skip
+    if sunk is None:
+        context.skip(
+            "units last sent elsewhere → 4004",
+            "the IR's sandbox has no sink registry (POST …/sandbox/sink) to send units elsewhere first",
+        )
+    else:
+        tries.append(("units last sent elsewhere", 4004, _proposal(context, list(sunk["blocks"]))))
     try:
         _first, _last, _q, brought_by = await _held_at_registry(context, driver, sandbox)
         changed = [dict(b, sector="Changed sector") for b in await _proposal_blocks(context, brought_by)]
@@ -838,10 +848,10 @@ async def http_503(context: CaseContext) -> None:
 async def restart(context: CaseContext) -> None:
     driver, sandbox = _levers(context)
     command = context.config.restart_command
-    if not command:
+    if not command and not driver.interactive:
         raise CaseSkipped(
             "needs the operator to restart the registry between its accept and the IR's completion: give "
-            "--restart-command (the driver has no restart action and the interactive prompt is not built)"
+            "--restart-command, or run with --interactive (the driver has no restart action)"
         )
     # Every answer to the registry's accept is lost until the restart: the IR completes, the registry cannot
     # have learned it from the answer, so it must apply `transfer.completed` after it comes back.
@@ -853,12 +863,15 @@ async def restart(context: CaseContext) -> None:
             raise KitFailure(
                 f"{sent['transfer_id']} ended {record['status']} {_codes(record)} before the restart"
             )
-        process = await asyncio.create_subprocess_shell(
-            command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
-        )
-        output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
-        if process.returncode != 0:
-            raise KitFailure(f"the restart command exited {process.returncode}: {output.decode()[-300:]}")
+        if not command:
+            await context.state.driver.restart()  # the operator restarts it (OperatorDriver)
+        else:
+            process = await asyncio.create_subprocess_shell(
+                command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+            )
+            output, _ = await asyncio.wait_for(process.communicate(), timeout=120)
+            if process.returncode != 0:
+                raise KitFailure(f"the restart command exited {process.returncode}: {output.decode()[-300:]}")
     finally:
         await sandbox.fault("drop_response", 0)
     first, last, quantity = _range(sent)

@@ -42,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         type=Path,
         default=Path(os.environ.get("REGISTRY_DATA_DIR", "var")) / "bootstrap-client-secret",
     )
+    parser.add_argument(
+        "--publish-jwks-url",
+        action="store_true",
+        help="onboarding names this simulator's http://HOST:PORT/.well-known/jwks.json as the record's jwks_url"
+        " instead of the key inline (conformance 102 rotates the key through the driver; sandbox only)",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8210)
     parser.add_argument("--db", type=Path, help="SQLite file (default var/simulator/<registry>.sqlite)")
@@ -108,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
                 registry_id=args.registry_id,
                 jwks=jwks,
                 stored=stored,
+                jwks_url=f"http://{args.host}:{args.port}/.well-known/jwks.json"
+                if args.publish_jwks_url
+                else None,
             )
         )
         if credentials != stored:

@@ -7,7 +7,12 @@
 - `GET /conformance/v1/units?unique_id=[&unique_id_last=]` → `{"state", "quantity_held_in_range"}`.
 - Beyond §11, for tests and demos: `GET /conformance/v1/state`, `POST /conformance/v1/issue` (units of
   this registry's own origin), `POST /conformance/v1/cancel`, `POST /conformance/v1/poll` (poll now, rather
-  than waiting for the loop), `POST /conformance/v1/restore-drill`.
+  than waiting for the loop), `POST /conformance/v1/restore-drill`, `POST /conformance/v1/reconciliation-policy`
+  `{"policy": "answer"|"silent"}` (silent: reconciliation requests are read, answered only once the policy is
+  `answer` again; conformance 301, 304), `POST /conformance/v1/forget` / `…/remember` `{"transfer_id"}` (lose our
+  record of a transfer and put it back, as a restore that lost a row; conformance 302), `POST
+  /conformance/v1/rotate-key` `{"step": "publish"|"sign"}` (a new signing key served beside the current one,
+  then signed with, a no-op `inbox.ack` sent with it at once; conformance 102).
 
 The driver has no authentication: it listens on loopback only and is a test instrument (§11 "optional test
 driver"), never part of a production registry.
@@ -57,6 +62,18 @@ class IssueBody(BaseModel):
     quantity: int = Field(ge=1)
     account_id: str | None = None
     invariants: dict[str, Any] | None = None
+
+
+class ReconciliationPolicyBody(BaseModel):
+    policy: str = Field(pattern=r"^(answer|silent)$")
+
+
+class RotateKeyBody(BaseModel):
+    step: str = Field(pattern=r"^(publish|sign)$")
+
+
+class TransferIdBody(BaseModel):
+    transfer_id: str = Field(min_length=1, max_length=64)
 
 
 class CancelBody(BaseModel):
@@ -167,6 +184,31 @@ def create_app(simulator: Simulator, *, run_loops: bool = True) -> FastAPI:
         except InboxItemRefused as refused:
             return _problem(502, str(refused), position=refused.position)
         return JSONResponse({"processed": processed})
+
+    @app.post("/conformance/v1/reconciliation-policy")
+    async def reconciliation_policy(body: ReconciliationPolicyBody) -> JSONResponse:
+        answered = await simulator.set_reconciliation_policy(body.policy == "answer")
+        return JSONResponse({"policy": body.policy, "answered_now": answered})
+
+    @app.post("/conformance/v1/forget")
+    async def forget(body: TransferIdBody) -> JSONResponse:
+        if not await simulator.forget(body.transfer_id):
+            return _problem(404, f"no transfer {body.transfer_id}")
+        return JSONResponse({"transfer_id": body.transfer_id, "forgotten": True})
+
+    @app.post("/conformance/v1/remember")
+    async def remember(body: TransferIdBody) -> JSONResponse:
+        if not await simulator.remember(body.transfer_id):
+            return _problem(404, f"{body.transfer_id} was not forgotten")
+        return JSONResponse({"transfer_id": body.transfer_id, "forgotten": False})
+
+    @app.post("/conformance/v1/rotate-key")
+    async def rotate_key(body: RotateKeyBody) -> JSONResponse:
+        if body.step == "publish":
+            return JSONResponse({"step": "publish", "public_jwk": simulator.publish_next_key()})
+        if not simulator.rotation_pending:
+            return _problem(409, "publish a key first (step publish)")
+        return JSONResponse({"step": "sign", **await simulator.sign_with_next_key()})
 
     @app.post("/conformance/v1/restore-drill")
     async def restore_drill() -> JSONResponse:

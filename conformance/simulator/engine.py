@@ -214,6 +214,16 @@ class Simulator:
         self._send_lock = asyncio.Lock()
         self.hello_answer: dict[str, Any] | None = None
         self.refused_items: list[InboxItemRefused] = []
+        #: Driver `reconciliation-policy silent` (conformance 301, 304): requests are read but not answered
+        #: until the policy is `answer` again; in memory, a restart answers again.
+        self.reconciliation_silent = False
+        self._held_reconciliations: list[dict[str, Any]] = []
+        #: Driver `forget` (conformance 302): transfer rows taken out of the ledger, until `remember`.
+        self._forgotten: dict[str, dict[str, Any]] = {}
+        #: Driver `rotate-key` (conformance 102): public keys served beside the signing key, and the key
+        #: published but not yet signed with. In memory: a restart signs with the key file's key again.
+        self._also_published: list[dict[str, Any]] = []
+        self._next_key: SigningKey | None = None
 
     # ---- life cycle ------------------------------------------------------------------------------------------
 
@@ -232,7 +242,51 @@ class Simulator:
 
     def public_jwks(self) -> dict[str, Any]:
         assert self.key is not None, "open() first"
-        return {"keys": [self.key.public_jwk]}
+        others = [jwk for jwk in self._also_published if jwk["kid"] != self.key.kid]
+        return {"keys": [self.key.public_jwk, *others]}
+
+    def publish_next_key(self) -> dict[str, Any]:
+        """Key rotation, step 1 (§2.3 "publish the new key"): a new key served at `/.well-known/jwks.json`
+        beside the current one, not used yet, so the IR can fetch it before a message needs it."""
+        if self._next_key is None:
+            key = SigningKey.generate()
+            self._next_key = key.with_kid(f"{self.config.registry_id.lower()}-sim-{key.kid[:8]}")
+            self._also_published.append(self._next_key.public_jwk)
+        return self._next_key.public_jwk
+
+    @property
+    def rotation_pending(self) -> bool:
+        """A key is published and not yet signed with."""
+        return self._next_key is not None
+
+    async def sign_with_next_key(self) -> dict[str, Any]:
+        """Key rotation, step 2 ("sign with it"): every later message is signed with the published key, the
+        previous one stays published (removed after 7 days in §2.3; here never), and a no-op `inbox.ack`
+        (the position already queued) goes out at once so the IR sees the new kid. Its outbox row after the
+        send: `message_id`, `status`, `response_status`."""
+        assert self.key is not None and self._next_key is not None, "publish_next_key() first"
+        self._also_published.append(self.key.public_jwk)
+        self.key, self._next_key = self._next_key, None
+        async with self.store.write() as connection:
+            current = await Store.state(connection)
+            document = await self._queue(
+                connection, _T.INBOX_ACK, _ACK_PATH, {"up_to": current["ack_queued"]}
+            )
+            row_id = (
+                await connection.execute(
+                    select(outbox.c.id).where(outbox.c.message_id == document["message_id"])
+                )
+            ).scalar_one()
+        await self.flush()
+        async with self.store.read() as connection:
+            row = (await connection.execute(select(outbox).where(outbox.c.id == row_id))).mappings().one()
+        log.info("simulator_key_rotated", kid=self.key.kid, status=row["response_status"])
+        return {
+            "kid": self.key.kid,
+            "message_id": row["message_id"],
+            "status": row["status"],
+            "response_status": row["response_status"],
+        }
 
     def _crash(self, point: str) -> None:
         if self.config.crash_at == point and point not in self._crashed:
@@ -755,6 +809,9 @@ class Simulator:
     async def _on_reconciliation_requested(self, connection: AsyncConnection, body: dict[str, Any]) -> str:
         """§8: answer the stage from our own ledger, queued with the cursor move (sent after the poll)."""
         request = ReconciliationRequested.model_validate(body)
+        if self.reconciliation_silent:
+            self._held_reconciliations.append(dict(body))
+            return f"held back {request.stage.value} of {request.reconciliation_id}"
         message_type, suffix = reconciliation.STAGE_ANSWERS[request.stage]
         answer = await reconciliation.answer_body(connection, request)
         await self._queue(
@@ -1047,6 +1104,49 @@ class Simulator:
                 transfer_id=transfer_id,
             )
         await self.flush()
+
+    async def set_reconciliation_policy(self, answer: bool) -> int:
+        """Stay silent on reconciliation requests, or answer again, the held-back ones first (their cut-off
+        is in the request, so a late answer is computed as it would have been); how many were answered."""
+        self.reconciliation_silent = not answer
+        if not answer:
+            return 0
+        held, self._held_reconciliations = self._held_reconciliations, []
+        async with self.store.write() as connection:
+            for body in held:
+                await self._on_reconciliation_requested(connection, body)
+        await self.flush()
+        return len(held)
+
+    async def forget(self, transfer_id: str) -> bool:
+        """Lose our record of a transfer, as a restore that lost a row would (conformance 302): the pair
+        ledger then disagrees with the IR's. The units and the message logs stay as they are."""
+        async with self.store.write() as connection:
+            row = (
+                (await connection.execute(select(transfer).where(transfer.c.transfer_id == transfer_id)))
+                .mappings()
+                .first()
+            )
+            if row is None:
+                return False
+            self._forgotten[transfer_id] = dict(row)
+            await connection.execute(delete(transfer).where(transfer.c.transfer_id == transfer_id))
+        return True
+
+    async def remember(self, transfer_id: str) -> bool:
+        """Put a forgotten record back (the registry re-applied it after the Secretariat's resolution)."""
+        row = self._forgotten.pop(transfer_id, None)
+        if row is None:
+            return False
+        async with self.store.write() as connection:
+            present = (
+                await connection.execute(
+                    select(transfer.c.transfer_id).where(transfer.c.transfer_id == transfer_id)
+                )
+            ).first()
+            if present is None:  # a re-announced final status may have rebuilt it meanwhile (S5)
+                await connection.execute(insert(transfer).values(**row))
+        return True
 
     async def restore_drill(self) -> None:
         """Forget our seq as a restore from an old backup would (conformance 172): the next message gets

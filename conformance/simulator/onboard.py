@@ -1,10 +1,11 @@
 """Connect a simulator to a running IR in one step (what `make simulator` does beside `make run`).
 
 With the Secretariat's bootstrap client (`make run` prints its id; its secret is `var/bootstrap-client-secret`)
-it makes the registry record exist in the sandbox with the simulator's public key inline, moves it to
+it makes the registry record exist in the sandbox with the simulator's public key inline (or naming the
+simulator's own `/.well-known/jwks.json` as `jwks_url`, `--publish-jwks-url`), moves it to
 `active` (test → activate; a sandbox registry needs no conformance run), and creates a `registry` client
 whose credentials the caller keeps (`__main__` in the simulator's data directory, mode 0600). Running it again reuses what exists: a record
-whose key differs is PATCHed (If-Match), a suspended one stays suspended, stored credentials that still get a
+whose keys differ is PATCHed (If-Match), a suspended one stays suspended, stored credentials that still get a
 token are kept.
 """
 
@@ -45,8 +46,14 @@ async def onboard_registry(
     registry_id: str,
     jwks: dict[str, Any],
     name: str | None = None,
+    jwks_url: str | None = None,
 ) -> None:
-    """Make the sandbox registry record exist, carry `jwks`, and be `active`."""
+    """Make the sandbox registry record exist, carry `jwks` (or, with `jwks_url`, name that URL and carry no
+    inline keys: the IR verifies with inline keys first, so a record with both could never rotate), and be
+    `active`."""
+    keys: dict[str, Any] = (
+        {"jwks": None, "jwks_url": jwks_url} if jwks_url else {"jwks": jwks, "jwks_url": None}
+    )
     token = await _token(client, admin_id, admin_secret)
     if token is None:
         raise OnboardingFailed(f"the bootstrap client {admin_id} got no token: check its secret")
@@ -62,7 +69,7 @@ async def onboard_registry(
                     "party": registry_id[:3],
                     "name": name or f"Reference national registry {registry_id} (simulator)",
                     "environment": "sandbox",
-                    "jwks": jwks,
+                    **{field: value for field, value in keys.items() if value is not None},
                     "signing": "required",
                     "response_timeout_s": 300,
                     "contacts": [{"name": "Simulator operator", "email": "simulator@example.org"}],
@@ -73,10 +80,11 @@ async def onboard_registry(
         )
     else:
         record = _check(found, 200)
-        if record.get("jwks") != jwks:
+        changed = {field: value for field, value in keys.items() if record.get(field) != value}
+        if changed:
             record = _check(
                 await client.patch(
-                    path, json={"jwks": jwks}, headers={**headers, "If-Match": found.headers["ETag"]}
+                    path, json=changed, headers={**headers, "If-Match": found.headers["ETag"]}
                 ),
                 200,
             )
@@ -104,16 +112,26 @@ async def load_or_onboard(
     jwks: dict[str, Any],
     stored: dict[str, str] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    jwks_url: str | None = None,
 ) -> dict[str, str]:
     """`{"client_id", "client_secret"}` of the simulator's `registry` client, onboarding the record first;
     `stored` credentials are kept when they still get a token (the caller persists the result)."""
     async with httpx.AsyncClient(base_url=ir_url, transport=transport, timeout=10) as client:
         await onboard_registry(
-            client, admin_id=admin_id, admin_secret=admin_secret, registry_id=registry_id, jwks=jwks
+            client,
+            admin_id=admin_id,
+            admin_secret=admin_secret,
+            registry_id=registry_id,
+            jwks=jwks,
+            jwks_url=jwks_url,
         )
-        if stored and await _token(client, stored["client_id"], stored["client_secret"]) is not None:
-            return stored
         token = await _token(client, admin_id, admin_secret)
+        admin = {"Authorization": f"Bearer {token}"}
+        if stored and await _token(client, stored["client_id"], stored["client_secret"]) is not None:
+            # Listed on the record (§2.2; idempotent), or the IR refuses its messages 1004.
+            listing = f"/v1/interregistry/registries/{registry_id}/clients/{stored['client_id']}"
+            _check(await client.put(listing, headers=admin), 200)
+            return stored
         made = _check(
             await client.post(
                 "/v1/clients",
@@ -123,8 +141,10 @@ async def load_or_onboard(
                     "roles": ["registry"],
                     "registry_id": registry_id,
                 },
-                headers={"Authorization": f"Bearer {token}"},
+                headers=admin,
             ),
             201,
         )
+        listing = f"/v1/interregistry/registries/{registry_id}/clients/{made['client_id']}"
+        _check(await client.put(listing, headers=admin), 200)
     return {"client_id": made["client_id"], "client_secret": made["client_secret"]}

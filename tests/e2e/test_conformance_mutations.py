@@ -2,10 +2,13 @@
 starts it, the reference simulator as `make simulator` starts it, and `python -m conformance --mode ir …` as
 an operator types it.
 
-1. Against the well-behaved simulator (CHE01): no mandatory case fails, and every implemented transfer case
-   passes (162 and 165 are `partial`: sub-checks needing a second registry, blocked/closed IR accounts, a
-   non-participant CA or a manual-acceptance section); 171 restarts the simulator with a restart command
-   (this module run as a program: SIGKILL, then the same command again).
+1. Against the well-behaved simulator (CHE01, its record naming its own `jwks_url`): every mandatory case
+   passes — 102 rotates the simulator's key through its driver, waiting out the IR's JWKS refetch interval
+   (`REGISTRY_IRX_JWKS_REFETCH_SECONDS`, 1 s here, told by the sandbox), and 162 gets 4004 from units the
+   sandbox sent to its sink registry GHA99 — so the kit's result and the IR's stored verdict are `pass`, and
+   a production IR trusting the sandbox's keys imports that verdict and activates CHE01 with it. 165 alone is
+   `partial` (a manual-acceptance section); 171 restarts the simulator with a restart command (this module
+   run as a program: SIGKILL, then the same command again).
 2. The mutation runs: five more simulators (CHE02…CHE06), each started with one `--bug`, run at once against
    the same suite; the kit must fail at least the case §11 lists for each bug.
 
@@ -44,6 +47,8 @@ MUTATIONS: dict[str, tuple[int, ...]] = {
     "no-return-check": (158,),
 }
 TRANSFER_CASES = (150, 151, 152, 153, 154, 155, 156, 157, 158, 159, 160, 161, 162, 163, 164, 165, 170, 172)
+#: Reconciliation (§8) and the webhook case: all pass against the simulator (400's doorbell check aside).
+LATER_CASES = (300, 301, 302, 303, 304, 400)
 
 
 def _simulator_command(suite: Suite, registry_id: str, port: int, data: Path, *extra: str) -> list[str]:
@@ -140,16 +145,54 @@ async def _kit(suite: Suite, registry_id: str, port: int, data: Path, holding: s
     return document
 
 
+def _case(report: dict[str, Any], number: int) -> dict[str, Any]:
+    return next(case for case in report["cases"] if int(case["case"]) == number)
+
+
 def _statuses(report: dict[str, Any]) -> dict[int, str]:
     return {int(case["case"]): str(case["status"]) for case in report["cases"]}
 
 
-async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(tmp_path: Path) -> None:
+async def _activated_in_production(
+    run: dict[str, Any], sandbox_jwks: dict[str, Any], database_factory: Any, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> dict[str, Any]:  # fmt: skip
+    """A production IR (in process, SQLite) trusting the sandbox's keys imports the run and activates CHE01."""
+    from services.transactions.interregistry.conformance_runs import SANDBOX_JWKS_ENV
+    from tests.integration._interregistry_world import interregistry_world
+
+    monkeypatch.setenv("REGISTRY_IRX_ENVIRONMENT", "production")
+    monkeypatch.setenv(SANDBOX_JWKS_ENV, json.dumps(sandbox_jwks))
+    data = tmp_path / "production"
+    data.mkdir()
+    async with interregistry_world(
+        lambda package: str(database_factory.sqlite(package, data)), data, monkeypatch
+    ) as production:
+        await production.create_registry("CHE01", environment="production",
+                                         jwks_url="https://che01.example/jwks.json", response_timeout_s=86400)  # fmt: skip
+        assert (await production.lifecycle("CHE01", "test")).status_code == 200
+        body = {"attestation": run["attestation"], "report": run["report"]}
+        imported = await production.gateway.post(
+            "/v1/interregistry/conformance-runs/import", json=body, headers=production.admin
+        )
+        assert imported.status_code == 201 and imported.json()["result"] == "pass", imported.text
+        activated = await production.lifecycle(
+            "CHE01", "activate", {"conformance_run_id": run["conformance_run_id"]}
+        )
+        assert activated.status_code == 200, activated.text
+        record: dict[str, Any] = activated.json()
+        return record
+
+
+async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(
+    tmp_path: Path, database_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tests.integration._ledger_world import World as LedgerWorld
 
     data = tmp_path / "simulators"
     data.mkdir()
-    with running_suite(tmp_path / "suite") as suite:
+    # Case 102 waits out the IR's JWKS refetch interval after publishing the rotated key: 1 s, not a minute.
+    with running_suite(tmp_path / "suite", extra={"REGISTRY_IRX_JWKS_REFETCH_SECONDS": "1"}) as suite:
         async with (
             httpx.AsyncClient(base_url=suite.gateway_url, timeout=20) as gateway,
             httpx.AsyncClient(base_url=suite.url_of("transactions"), timeout=20) as transactions,
@@ -163,9 +206,27 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(tmp_path: Path
             ledger = LedgerWorld(suite=facade, admin=admin, ars=ars, ledger=transactions)  # type: ignore[arg-type]
             gha = await ledger.add_party("GHA")
             await ledger.add_ca("CA0012", ["GHA", "CHE"])
+            await ledger.add_ca("CA0013", ["GHA", "SWE"])  # CHE takes no part: case 162's 5905
+            ir_accounts: dict[str, str] = {}
+            for label, action in (("blocked", "block"), ("closed", "close")):  # case 162's 5903, 5906
+                made = await gateway.post(
+                    "/v1/party-sections/GHA/accounts",
+                    json={"type": "holding", "name": label},
+                    headers=gha.admin,
+                )
+                assert made.status_code == 201, made.text
+                ir_accounts[label] = made.json()["account_id"]
+                moved = await gateway.post(
+                    f"/v1/accounts/{ir_accounts[label]}/{action}", json={}, headers=admin
+                )
+                assert moved.status_code == 200, moved.text
 
             runs: dict[str, tuple[str, tuple[int, ...], tuple[str, ...]]] = {
-                "CHE01": ("correct", (100, 101, 102, 103, 104, 116, 117, *TRANSFER_CASES, 171), ()),
+                "CHE01": (
+                    "correct",
+                    (100, 101, 102, 103, 104, 116, 117, *TRANSFER_CASES, 171, *LATER_CASES),
+                    ("--publish-jwks-url",),
+                ),
             }
             for number, (bug, cases) in enumerate(MUTATIONS.items(), start=2):
                 runs[f"CHE0{number}"] = (bug, cases, ("--bug", bug))
@@ -182,9 +243,15 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(tmp_path: Path
                     data,
                     "CHE01",
                     ports["CHE01"],
-                    _simulator_command(suite, "CHE01", ports["CHE01"], data),
+                    _simulator_command(suite, "CHE01", ports["CHE01"], data, "--publish-jwks-url"),
                     processes["CHE01"].pid,
                 )
+                che01_options = (
+                    "--restart-command", restart,
+                    "--ir-account-blocked", ir_accounts["blocked"],
+                    "--ir-account-closed", ir_accounts["closed"],
+                    "--ca-non-participant", "CA0013",
+                )  # fmt: skip
                 reports = await asyncio.gather(
                     *(
                         _kit(
@@ -195,7 +262,7 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(tmp_path: Path
                             gha.holding,
                             cases,
                             tmp_path / f"{registry_id.lower()}-report.json",
-                            *(("--restart-command", restart) if registry_id == "CHE01" else ()),
+                            *(che01_options if registry_id == "CHE01" else ()),
                         )
                         for registry_id, (_, cases, _) in runs.items()
                     )
@@ -214,10 +281,30 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(tmp_path: Path
             failed = {n: s for n, s in statuses.items() if s in ("fail", "error")}
             assert not failed, correct["output"][-6000:]
             assert correct["mandatory"]["failed"] == [] and correct["exit_code"] == 0
-            assert {n for n in TRANSFER_CASES if statuses[n] == "pass"} == set(TRANSFER_CASES) - {162, 165}
+            assert {n for n in TRANSFER_CASES if statuses[n] == "pass"} == set(TRANSFER_CASES) - {165}
             # 171: SIGKILLed and started again by the restart command while its accept's answers were lost.
             assert int((data / "che01.pid").read_text()) != processes["CHE01"].pid
-            assert statuses[162] == statuses[165] == "partial" and statuses[171] == "pass"
+            assert statuses[165] == "partial" and statuses[171] == statuses[102] == "pass"
+            checks = {c["name"]: c["outcome"] for n in (102, 162) for c in _case(correct, n)["checks"]}
+            assert (
+                checks["key rotation: a message the registry signed with its new kid is accepted"] == "pass"
+            )
+            assert checks["units last sent elsewhere → 4004"] == "pass", checks
+            assert {n: statuses[n] for n in LATER_CASES if n != 400} == dict.fromkeys(
+                LATER_CASES[:-1], "pass"
+            )
+            assert statuses[400] in ("pass", "partial"), correct["output"][-3000:]  # partial: no doorbell
+            # Stored at the IR, which corroborated every mandatory case from its own records: its verdict is
+            # `pass`, as the kit's result is.
+            stored = correct["stored_at_ir"]
+            assert stored["stored"] and stored["conformance_run_id"] == correct["conformance_run_id"], stored
+            passed = [int(c["case"]) for c in correct["cases"] if c["mandatory"] and c["status"] == "pass"]
+            assert {n: stored["cases"][str(n)] for n in passed} == dict.fromkeys(passed, "corroborated")
+            assert correct["mandatory"]["not_passed"] == [], correct["mandatory"]
+            assert stored["result"] == "pass" and correct["result"] == "pass", stored.get("findings")
+            assert (
+                f"conformance_run_id: {correct['conformance_run_id']} — stored at the IR" in correct["output"]
+            )
 
             caught: dict[str, list[int]] = {}
             for registry_id, (bug, cases, _) in runs.items():
@@ -227,9 +314,21 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(tmp_path: Path
                 caught[bug] = sorted(n for n, s in _statuses(report).items() if s == "fail")
                 assert set(cases) <= set(caught[bug]), (bug, caught[bug], report["output"][-4000:])
                 assert report["exit_code"] == 1, report["output"][-2000:]
+                assert report["stored_at_ir"]["result"] == "fail"
             print(f"mutations caught: {caught}")  # the closing note of issue 8 lists these
+            slowest = sorted(((c["duration_ms"], c["case"]) for c in correct["cases"]), reverse=True)[:8]
+            print(f"CHE01 slowest cases (ms, case): {slowest}")
             report = await ledger.invariants()
             assert report["ok"], report["violations"]
+            run = await gateway.get(
+                f"/v1/interregistry/conformance-runs/{correct['conformance_run_id']}", headers=admin
+            )
+            assert run.status_code == 200 and run.json()["result"] == "pass", run.text
+            sandbox_jwks = (await gateway.get("/v1/interregistry/jwks.json")).json()
+        record = await _activated_in_production(
+            run.json(), sandbox_jwks, database_factory, tmp_path, monkeypatch
+        )
+        assert record["status"] == "active" and record["environment"] == "production", record
 
 
 if __name__ == "__main__":
