@@ -1,8 +1,9 @@
 """Settings of the transactions service (`REGISTRY_*`, `REGISTRY_TRANSACTIONS_*`)."""
 
+import json
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from contracts.interregistry import IrxEnvironment
 from kit.config import ServiceSettings
@@ -68,6 +69,32 @@ class Settings(ServiceSettings):
     irx_max_clock_skew_seconds: float = Field(
         default=30.0, gt=0, description="A hello reporting more clock skew than this flags the registry"
     )
+    irx_sandbox_jwks: str | None = Field(
+        default=None,
+        description="Production IR: the sandbox IR's public JWKS (JSON, from its /jwks.json), with which it"
+        " verifies imported conformance verdicts (POST /v1/interregistry/conformance-runs/import)",
+    )
+
+    @field_validator("irx_sandbox_jwks")
+    @classmethod
+    def _jwks_document(cls, value: str | None) -> str | None:
+        # Refused at start rather than at the first import: a typo would otherwise surface as "attestation
+        # invalid" on the day a registry goes live.
+        if value is None or not value.strip():
+            return None
+        try:
+            document = json.loads(value)
+        except ValueError as exc:
+            raise ValueError(f"REGISTRY_IRX_SANDBOX_JWKS is not JSON: {exc}") from None
+        if (
+            not isinstance(document, dict)
+            or not isinstance(document.get("keys"), list)
+            or not document["keys"]
+        ):
+            raise ValueError(
+                'REGISTRY_IRX_SANDBOX_JWKS must be a JWKS: {"keys": [...]} with at least one key'
+            )
+        return value
 
     @property
     def irx_env(self) -> IrxEnvironment:

@@ -31,7 +31,7 @@ answered with an `attestation`, the sandbox IR's detached JWS (its IRX message k
 "report_sha256", "judged_at"}`. On the production IR the Secretariat imports it,
 `POST …/conformance-runs/import` `{"attestation", "report"}`: the signature must verify against the sandbox
 IR's keys the operator configured (`REGISTRY_IRX_SANDBOX_JWKS`, the JSON of the sandbox's
-`/v1/interregistry/jwks.json`; read from the environment, as config.py is the whole service's), the report
+`/v1/interregistry/jwks.json`; `Settings.irx_sandbox_jwks`, checked to be a JWKS at start), the report
 must be the one attested (its hash), and a production record of that registry must exist. The row keeps
 the sandbox's verdict; the production IR does not judge again (it holds none of the run's records).
 
@@ -43,7 +43,6 @@ kit plays the Secretariat's part; everything goes through `Reconciliations`' own
 """
 
 import json
-import os
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -371,7 +370,7 @@ class ConformanceRuns:
             raise Unprocessable(
                 "A sandbox IR judges runs itself; import is for the production IR.", slug="not-production"
             )
-        configured = os.environ.get(SANDBOX_JWKS_ENV)
+        configured = self.irx.settings.irx_sandbox_jwks
         if not configured:
             raise Unprocessable(f"{SANDBOX_JWKS_ENV} is not configured: no sandbox verdict can be trusted.",
                                 slug="sandbox-keys-not-configured")  # fmt: skip

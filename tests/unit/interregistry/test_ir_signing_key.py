@@ -57,3 +57,12 @@ def test_production_refuses_a_missing_key(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="never generated in production"):
         IrSigner(settings)
     assert not (tmp_path / "transactions").exists()
+
+
+def test_the_sandbox_jwks_a_production_ir_trusts_must_be_a_jwks() -> None:
+    jwks = json.dumps({"keys": [SigningKey.generate().public_jwk]})
+    assert Settings(irx_sandbox_jwks=jwks).irx_sandbox_jwks == jwks
+    assert Settings(irx_sandbox_jwks="  ").irx_sandbox_jwks is None
+    for wrong in ("not json", "[]", '{"keys": []}', '{"kty": "EC"}'):
+        with pytest.raises(ValueError, match="REGISTRY_IRX_SANDBOX_JWKS"):
+            Settings(irx_sandbox_jwks=wrong)
