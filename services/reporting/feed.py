@@ -32,6 +32,7 @@ from kit.db import Database
 from kit.errors import BadRequest, Forbidden
 from services.reporting.aef import iso_instant
 from services.reporting.models import party_events, party_feed_heads, sections, submissions
+from services.reporting.public import designations
 
 __all__ = [
     "DOORBELL",
@@ -262,12 +263,12 @@ async def _designated(session: AsyncSession, parties: Iterable[str]) -> dict[str
     )
     carried: dict[str, set[str]] = {}
     for party, fields in rows:
-        keys: set[str] = set()
-        for name in fields or []:
-            table, _, key = str(name).partition(".")
-            if table in ("actions", "holdings"):
-                keys.update(_CARRIERS.get(key, ()))
-        carried[party] = keys
+        designated = designations(fields or [])
+        carried[party] = {
+            carrier
+            for key in designated.get("actions", set()) | designated.get("holdings", set())
+            for carrier in _CARRIERS.get(key, ())
+        }
     return carried
 
 

@@ -32,7 +32,7 @@ from services.reporting.models import (
 )
 from services.reporting.service import ReportingService, snapshot, typed_cursor
 
-__all__ = ["confidential_fields", "public_router"]
+__all__ = ["confidential_fields", "designations", "public_router"]
 
 public_router = APIRouter(prefix="/v1/public", tags=["public register"])
 
@@ -40,16 +40,21 @@ PartyPath = Annotated[str, Path(pattern=r"^[A-Z]{3}$")]
 YearPath = Annotated[int, Path(ge=2021, le=2100)]
 
 
-async def confidential_fields(session: AsyncSession, party: str) -> dict[str, set[str]]:
-    """The Party's designations as {table: {key, ...}}."""
-    fields = (
-        await session.execute(select(sections.c.confidential_fields).where(sections.c.party == party))
-    ).scalar_one_or_none() or []
+def designations(fields: Iterable[Any]) -> dict[str, set[str]]:
+    """Stored designations (`table.key` names) as {table: {key, ...}}."""
     out: dict[str, set[str]] = defaultdict(set)
     for name in fields:
         table, _, key = str(name).partition(".")
         out[table].add(key)
     return out
+
+
+async def confidential_fields(session: AsyncSession, party: str) -> dict[str, set[str]]:
+    """The Party's designations as {table: {key, ...}}."""
+    fields = (
+        await session.execute(select(sections.c.confidential_fields).where(sections.c.party == party))
+    ).scalar_one_or_none() or []
+    return designations(fields)
 
 
 def _without(row: dict[str, Any], hidden: set[str]) -> dict[str, Any]:

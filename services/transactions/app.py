@@ -85,7 +85,7 @@ def create_app(settings: Settings | None = None, **overrides: Any) -> FastAPI:
         directory=app.state.directory,
     )
     app.include_router(interregistry_router)
-    app.state.inbox_relay = InboxRelay(db, IrSigner(settings))
+    app.state.inbox_relay = InboxRelay(db, IrSigner(settings), app.state.outbox)
     app.state.interregistry = Interregistry(
         db, app.state.outbox, app.state.peers, app.state.inbox_relay, settings
     )

@@ -25,7 +25,6 @@ from kit.outbox import Outbox
 from services.transactions.interregistry import crashpoints, repository
 from services.transactions.interregistry.models import DIRECTION_OUT, irx_inbox_cursor, irx_message
 from services.transactions.interregistry.signing import IrSigner
-from services.transactions.models import metadata
 
 __all__ = ["INBOX_LAST_POSITION", "InboxRelay"]
 
@@ -44,15 +43,16 @@ class InboxRelay:
         self,
         db: Database,
         signer: IrSigner,
+        outbox: Outbox,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.db = db
         self.signer = signer
         self.clock = clock
-        #: The doorbell (§4): each numbered batch publishes `interregistry.inbox.available`, on which the
-        #: reporting service rings the registry's webhook.
-        self.outbox = Outbox(db, "transactions", metadata)
+        #: The service's outbox. The doorbell (§4): each numbered batch publishes
+        #: `interregistry.inbox.available`, on which the reporting service rings the registry's webhook.
+        self.outbox = outbox
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -91,6 +91,8 @@ class InboxRelay:
             if waiting is None:
                 return assigned
             count = await self._number_batch(registry_id)
+            if count:
+                self.outbox.notify()  # the batch's doorbell event is committed: to the feed without a poll
             assigned += count
             if count < _BATCH:
                 return assigned

@@ -1055,29 +1055,50 @@ class Transfers:
             quantity=tx["quantity"],
             blocks=[TransferBlock.model_validate(b) for b in transfer["blocks"]],
         )
+        await self._send_final(
+            connection, registry_row, transfer, final, DIRECTION_OUT, tx["from_party"], transaction_id
+        )
+        return True
+
+    async def _send_final(
+        self,
+        connection: AsyncConnection,
+        registry_row: Row,
+        transfer: Row,
+        final: TransferFinal,
+        direction: str,
+        party: str | None,
+        transaction_id: str | None,
+    ) -> None:
+        """The F message of a recorded transfer: queued for the registry's inbox, linked to the transfer row,
+        and announced to the IR Party, in the caller's transaction."""
         message_id = await self.irx.enqueue(
-            connection, registry_row, final.message_type, final, transfer_id=transfer_id
+            connection, registry_row, final.message_type, final, transfer_id=final.transfer_id
         )
         await connection.execute(
             update(irx_transfer)
-            .where(irx_transfer.c.transfer_id == transfer_id)
+            .where(irx_transfer.c.transfer_id == final.transfer_id)
             .values(final_message_id=message_id)
         )
         await self._announce(
             connection,
-            tx["from_party"],
-            transfer_id=transfer_id,
-            direction=DIRECTION_OUT,
+            party,
+            transfer_id=final.transfer_id,
+            direction=direction,
             registry_id=transfer["registry_id"],
-            status=status.value,
+            status=final.status.value,
             transaction_id=transaction_id,
-            quantity=tx["quantity"],
+            quantity=final.quantity,
             respond_by=_utc(transfer["respond_by"]),
-            decided_at=now,
-            codes=codes,
+            decided_at=final.decided_at,
+            codes=final.codes,
         )
-        log.info("irx_transfer_final", transfer_id=transfer_id, status=status.value)
-        return True
+        log.info(
+            "irx_transfer_final",
+            transfer_id=final.transfer_id,
+            status=final.status.value,
+            direction=direction,
+        )
 
     async def respond(
         self,
@@ -2008,28 +2029,9 @@ class Transfers:
             quantity=transfer["quantity"],
             blocks=[TransferBlock.model_validate(b) for b in transfer["blocks"]],
         )
-        message_id = await self.irx.enqueue(
-            connection, registry_row, final.message_type, final, transfer_id=transfer_id
+        await self._send_final(
+            connection, registry_row, transfer, final, DIRECTION_IN, tx["to_party"], transaction_id
         )
-        await connection.execute(
-            update(irx_transfer)
-            .where(irx_transfer.c.transfer_id == transfer_id)
-            .values(final_message_id=message_id)
-        )
-        await self._announce(
-            connection,
-            tx["to_party"],
-            transfer_id=transfer_id,
-            direction=DIRECTION_IN,
-            registry_id=transfer["registry_id"],
-            status=status.value,
-            transaction_id=transaction_id,
-            quantity=transfer["quantity"],
-            respond_by=_utc(transfer["respond_by"]),
-            decided_at=now,
-            codes=codes,
-        )
-        log.info("irx_transfer_final", transfer_id=transfer_id, status=status.value, direction="in")
         return True
 
     async def decide_incoming(
