@@ -529,6 +529,16 @@ async def _own_units(context: CaseContext, driver: Driver, quantity: int) -> tup
     return str(made["unique_id_first"]), str(made["unique_id_last"])
 
 
+async def _needed_own_units(context: CaseContext, driver: Driver, quantity: int) -> tuple[str, str]:
+    """`_own_units` for a case that cannot run without them: skipped when the driver cannot make them."""
+    own = await _own_units(context, driver, quantity)
+    if own is None:
+        raise CaseSkipped(
+            "the driver cannot make units of the registry's own origin (no /conformance/v1/issue)"
+        )
+    return own
+
+
 @case(
     160,
     "registry proposes never-seen units into an IR holding account",
@@ -537,12 +547,7 @@ async def _own_units(context: CaseContext, driver: Driver, quantity: int) -> tup
 )
 async def incoming_never_seen(context: CaseContext) -> None:
     driver, sandbox = _levers(context)
-    own = await _own_units(context, driver, 8)
-    if own is None:
-        raise CaseSkipped(
-            "the driver cannot make units of the registry's own origin (no /conformance/v1/issue)"
-        )
-    first, last = own
+    first, last = await _needed_own_units(context, driver, 8)
     made = await driver.propose(
         to_registry=context.config.ir_account_registry,
         to_account=context.config.ir_account,
@@ -759,12 +764,7 @@ async def incoming_replays(context: CaseContext) -> None:
 )
 async def dropped_proposal_answer(context: CaseContext) -> None:
     driver, sandbox = _levers(context)
-    own = await _own_units(context, driver, 9)
-    if own is None:
-        raise CaseSkipped(
-            "the driver cannot make units of the registry's own origin (no /conformance/v1/issue)"
-        )
-    first, last = own
+    first, last = await _needed_own_units(context, driver, 9)
     before = {hit["message_id"] for hit in await _fault_hits(sandbox)}
     await sandbox.fault("drop_response", 1, message_type="transfer.proposal")
     made = await driver.propose(
