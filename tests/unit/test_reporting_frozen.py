@@ -90,3 +90,22 @@ async def test_a_truncated_version_is_an_error_not_a_short_table() -> None:
     _, pieces = await frozen_pieces(_cut(data[:-40], 16))
     with pytest.raises(ValueError):
         await _collect(pieces)
+
+
+def test_canonical_json_writes_what_the_standard_library_wrote() -> None:
+    """Versions frozen before orjson were written by `json.dumps`: for every value an AEF holds apart from
+    floats (strings of any code point, integers up to the serials' 64 bits, null, booleans, nested lists
+    and objects in key order) the bytes are the same, so a re-encoded version matches its stored bytes."""
+    import json
+
+    every_character = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    document = {
+        "text": every_character,
+        "one_per_value": list(every_character[:2000]),
+        "integers": [0, -1, 2**63 - 1, -(2**63)],
+        "others": [None, True, False, [], {}],
+        "nested": {"z": 1, "a": {"y": [1, "2"], "b": None}},
+    }
+    expected = json.dumps(document, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+    assert canonical_json(document) == expected
+    assert canonical_json(1.25) == b"1.25"

@@ -206,3 +206,29 @@ def test_a_sheet_about_to_need_zip64_continues_on_the_next(monkeypatch: pytest.M
     continued = [name for name in sheets if name.startswith("Table 3 Actions")]
     assert len(continued) == 3
     assert [row[7] for name in continued for row in sheets[name][1:]] == [10 * i + 1 for i in range(6)]
+
+
+def test_the_csv_zip_reads_back_row_for_row_across_flushes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CSV text is gathered and written to the member in blocks: rows cut across blocks, quoted fields
+    with line breaks, commas and quotes, and non-ASCII text all read back as written, in order."""
+    import csv
+
+    from services.reporting import exports
+
+    monkeypatch.setattr(exports, "_CSV_FLUSH", 300)  # a flush every couple of rows
+    notes = ['line\nbreak, "quoted"', "Zürich 東京 😀", "", "plain"]
+    actions = [_action(10 * i + 1, additional_explanatory_information=notes[i % 4]) for i in range(50)]
+    out = io.BytesIO()
+    exports.write_csv_zip(_report(actions), out)
+    with zipfile.ZipFile(out) as archive:
+        assert archive.namelist() == [f"{title}.csv" for title in SHEETS.values()]
+        member = archive.open(f"{SHEETS['actions']}.csv")
+        rows = list(csv.reader(io.TextIOWrapper(member, encoding="utf-8", newline="")))
+        entities = archive.read(f"{SHEETS['authorized_entities']}.csv").decode()
+    assert rows[0] == list(HEADINGS["actions"])
+    assert len(rows) == 51
+    column = AEF_COLUMNS["actions"].index("additional_explanatory_information")
+    first = AEF_COLUMNS["actions"].index("first_id")
+    assert [row[column] for row in rows[1:]] == [notes[i % 4] for i in range(50)]
+    assert [int(row[first]) for row in rows[1:]] == [10 * i + 1 for i in range(50)]
+    assert entities == ",".join(f'"{h}"' if "," in h else h for h in HEADINGS["authorized_entities"]) + "\r\n"
