@@ -43,7 +43,7 @@ def _is_consumption(row: Any) -> bool:
 
 
 def _block(row: Any) -> dict[str, Any]:
-    tco2e, _ = quantities(row)
+    tco2e, non_ghg = quantities(row)
     return {
         "party": row["party"],
         "transaction_id": row["transaction_id"],
@@ -56,7 +56,10 @@ def _block(row: Any) -> dict[str, Any]:
         "first_id": row["first_serial"],
         "last_id": row["last_serial"],
         "vintage": row["vintage"],
+        "metric": row["metric"],
+        "applicable_non_ghg_metric": row["applicable_non_ghg_metric"] if non_ghg is not None else None,
         "quantity_tco2e": tco2e,
+        "quantity_non_ghg_metric": non_ghg,
     }
 
 
@@ -321,9 +324,27 @@ async def corresponding_adjustments(session: AsyncSession, party: str, year: int
         "party": party,
         "year": year,
         "as_of": iso_instant(datetime.now(UTC)),
-        "additions": {"quantity_tco2e": sum(b["quantity_tco2e"] for b in additions), "blocks": additions},
-        "subtractions": {
-            "quantity_tco2e": sum(b["quantity_tco2e"] for b in subtractions),
-            "blocks": subtractions,
-        },
+        "additions": _adjustment(additions),
+        "subtractions": _adjustment(subtractions),
+    }
+
+
+def _adjustment(blocks: list[dict[str, Any]]) -> dict[str, Any]:
+    """A side of the adjustment: its total in t CO2 eq, and per metric in that metric's own unit (para 9:
+    a non-GHG NDC adjusts on the ITMOs of its metric, counted in the metric, not converted)."""
+    by_metric: dict[tuple[str, str | None], int | float] = defaultdict(int)
+    for block in blocks:
+        if block["quantity_non_ghg_metric"] is None:
+            by_metric["GHG", None] += block["quantity_tco2e"]
+        else:
+            by_metric["non-GHG", block["applicable_non_ghg_metric"]] += block["quantity_non_ghg_metric"]
+    return {
+        "quantity_tco2e": sum(block["quantity_tco2e"] for block in blocks),
+        "by_metric": [
+            {"metric": metric, "applicable_non_ghg_metric": unit, "quantity": quantity}
+            for (metric, unit), quantity in sorted(
+                by_metric.items(), key=lambda item: (item[0][0], item[0][1] or "")
+            )
+        ],
+        "blocks": blocks,
     }

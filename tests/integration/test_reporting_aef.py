@@ -459,7 +459,10 @@ async def test_consistency_checks_and_corresponding_adjustments(ars: ArsWorld) -
     ghana = answer.json()
     assert ghana["additions"]["quantity_tco2e"] == 500
     assert [(b["first_id"], b["last_id"]) for b in ghana["additions"]["blocks"]] == [(1, 400), (401, 500)]
-    assert ghana["subtractions"] == {"quantity_tco2e": 0, "blocks": []}
+    assert ghana["additions"]["by_metric"] == [
+        {"metric": "GHG", "applicable_non_ghg_metric": None, "quantity": 500}
+    ]
+    assert ghana["subtractions"] == {"quantity_tco2e": 0, "by_metric": [], "blocks": []}
     answer = await ars.gateway.get(f"/v1/reports/corresponding-adjustments/CHE/{YEAR}", headers=che.viewer)
     swiss = answer.json()
     assert swiss["subtractions"]["quantity_tco2e"] == 400 and swiss["additions"]["quantity_tco2e"] == 0

@@ -24,7 +24,7 @@ from kit.migrations import alembic_config
 from kit.pagination import encode_cursor
 from services.reporting import frozen
 from services.reporting.aef import LATE_COMMIT_MARGIN, build_tables, holdings_at
-from services.reporting.consistency import consistency
+from services.reporting.consistency import consistency, corresponding_adjustments
 from services.reporting.exports import write_export
 from services.reporting.frozen import canonical_json, frozen_chunks
 from services.reporting.models import (
@@ -487,3 +487,48 @@ def test_the_migration_moves_stored_bodies_into_chunks_and_back(make_database: C
 
     command.downgrade(config, "0003")
     assert [bytes(row[0]) for row in asyncio.run(run("SELECT body FROM submissions"))] == [body]
+
+
+async def test_corresponding_adjustments_count_each_metric_in_its_own_unit(db: Database) -> None:
+    """Domain §7.1 paras 8–9: the additions of a year are the Party's first transfers of that vintage,
+    totalled in t CO2 eq (non-GHG converted by the authorization's factor) and per metric in the metric's
+    own unit; a first transfer of another vintage and another Party's do not count."""
+    non_ghg = {"metric": "non-GHG", "applicable_non_ghg_metric": "MWh", "conversion_factor": "0.5"}
+
+    def first_transfer(n: int, first: int, last: int, **block: Any) -> dict[str, Any]:
+        return {
+            "transaction_id": f"tx{n}",
+            "party": block.pop("party", "GHA"),
+            "registry_id": "GHA01",
+            "action_at": START + timedelta(hours=n),
+            "action_type": "First transfer",
+            "action_subtype": "First transfer to another Party",
+            "acquiring_party_id": "CHE",
+            **(_block(first) | {"last_serial": last} | block),
+        }
+
+    async with db.transaction() as session:
+        for row in (
+            first_transfer(1, 1, 100),  # GHG, vintage 2024: 100 t
+            first_transfer(2, 101, 140, **non_ghg),  # 40 MWh at 0.5 t: 20 t
+            first_transfer(3, 141, 150, **non_ghg),  # 10 MWh: 5 t
+            first_transfer(4, 151, 170, vintage=2023),  # another vintage
+            first_transfer(5, 171, 180, party="SEN"),  # another Party
+        ):
+            await session.execute(insert(aef_actions).values(**row))
+    async with db.read() as session:
+        view = await corresponding_adjustments(session, "GHA", 2024)
+    additions = view["additions"]
+    assert additions["quantity_tco2e"] == 125
+    assert additions["by_metric"] == [
+        {"metric": "GHG", "applicable_non_ghg_metric": None, "quantity": 100},
+        {"metric": "non-GHG", "applicable_non_ghg_metric": "MWh", "quantity": 50},
+    ]
+    assert [
+        (b["first_id"], b["quantity_tco2e"], b["quantity_non_ghg_metric"]) for b in additions["blocks"]
+    ] == [
+        (1, 100, None),
+        (101, 20, 40),
+        (141, 5, 10),
+    ]
+    assert view["subtractions"] == {"quantity_tco2e": 0, "by_metric": [], "blocks": []}
