@@ -77,6 +77,7 @@ FORWARDED_RESPONSE_HEADERS = frozenset(
         "content-disposition",
         "content-length",
         "etag",
+        "repr-digest",
         "location",
         "retry-after",
         "idempotent-replayed",

@@ -241,7 +241,7 @@ def _actions_query(party: str, start: datetime, end: datetime) -> Any:
 
 async def _actions(session: AsyncSession, party: str, start: datetime, end: datetime) -> list[dict[str, Any]]:
     result = await session.execute(_actions_query(party, start, end))
-    return [_shape_action(row) for row in result.tuples()]
+    return [_shape_action(row) for row in result.all()]
 
 
 async def iter_actions(

@@ -431,6 +431,7 @@ async def announce_submissions(db: Database, now: datetime) -> int:
                     submissions.c.minor,
                     submissions.c.submitted_at,
                     submissions.c.size,
+                    submissions.c.sha256,
                 )
                 .where(submissions.c.announced_at.is_(None))
                 .order_by(submissions.c.submitted_at)
@@ -440,7 +441,7 @@ async def announce_submissions(db: Database, now: datetime) -> int:
         if not rows:
             return 0
         items = []
-        for party, year, major, minor, at, size in rows:
+        for party, year, major, minor, at, size, sha256 in rows:
             version = f"{major}.{minor}"
             at = at if at.tzinfo else at.replace(tzinfo=now.tzinfo)
             items.append(
@@ -456,6 +457,7 @@ async def announce_submissions(db: Database, now: datetime) -> int:
                         "version": version,
                         "submitted_at": iso_instant(at),
                         "size": size,
+                        "sha256": sha256,
                         "url": f"/v1/reports/aef/{party}/{year}/submissions/{version}",
                     },
                 )

@@ -8,6 +8,7 @@ encoder writes it piece by piece, and the result is byte for byte `canonical_jso
 """
 
 import codecs
+import hashlib
 import json
 from collections.abc import AsyncIterator
 from itertools import count
@@ -75,7 +76,7 @@ async def document_chunks(head: dict[str, Any], pieces: Pieces) -> AsyncIterator
 
 class FrozenWriter:
     """Claims a version's `submissions` row, then stores its bytes as they come, `CHUNK_BYTES` a row,
-    inside the caller's write transaction."""
+    inside the caller's write transaction, hashing them on the way (the version's `sha256`)."""
 
     def __init__(self, session: AsyncSession, key: dict[str, Any]) -> None:
         self.session = session
@@ -83,18 +84,20 @@ class FrozenWriter:
         self.buffer = bytearray()
         self.seq = 0
         self.size = 0
+        self.digest = hashlib.sha256()
 
     async def claim(self, submitted_at: Any, submitted_by: str) -> None:
         """Insert the version's row (a racing submission of the same version fails here, early)."""
         await self.session.execute(
             insert(submissions).values(
-                **self.key, submitted_at=submitted_at, submitted_by=submitted_by, size=0
-            )
+                **self.key, submitted_at=submitted_at, submitted_by=submitted_by, size=0, sha256=""
+            )  # size and digest are set by `close`, in the same transaction
         )
 
     async def write(self, data: bytes) -> None:
         self.buffer += data
         self.size += len(data)
+        self.digest.update(data)
         while len(self.buffer) >= CHUNK_BYTES:
             await self._store(bytes(self.buffer[:CHUNK_BYTES]))
             del self.buffer[:CHUNK_BYTES]
@@ -108,7 +111,14 @@ class FrozenWriter:
             await self._store(bytes(self.buffer))
             self.buffer.clear()
         where = [submissions.c[name] == value for name, value in self.key.items()]
-        await self.session.execute(update(submissions).where(*where).values(size=self.size))
+        await self.session.execute(
+            update(submissions).where(*where).values(size=self.size, sha256=self.sha256)
+        )
+
+    @property
+    def sha256(self) -> str:
+        """SHA-256 (hex) of the bytes written so far."""
+        return self.digest.hexdigest()
 
 
 async def frozen_chunks(db: Database, key: dict[str, Any]) -> AsyncIterator[bytes]:

@@ -11,7 +11,8 @@ Alembic compares them with migrations/versions/0002_read_model.py.
 - `authorizations`: one row per authorization version with its Table 2 row (domain §5.3).
 - `entities`: authorized entities (Table 5); `ndc_periods`: the Parties' NDC implementation periods.
 - `submissions` and `submission_chunks`: frozen AEF versions, as the canonical JSON bytes served back
-  unchanged, stored in chunks of at most 1 MiB.
+  unchanged, stored in chunks of at most 1 MiB, with their SHA-256 (on PostgreSQL a trigger refuses any
+  change to a chunk, migration 0008).
 - `year_end_holdings` and `year_end_holding_rows`: Table 4 of closed years, frozen (derived: a rebuild of
   the read model drops them with the rest).
 - `sections` (with the confidentiality designations) and `cooperative_approaches`: for the public register.
@@ -184,6 +185,8 @@ submissions = Table(
     Column("submitted_at", DateTime(timezone=True), nullable=False),
     Column("submitted_by", String(200), nullable=False),
     Column("size", BigInteger, nullable=False),
+    #: SHA-256 (hex) of the version's bytes, taken as they were frozen; served as `Repr-Digest`.
+    Column("sha256", String(64), nullable=False),
     #: When `aef.submission.created` went into the Party's feed (null: not yet; `feed.announce_submissions`).
     Column("announced_at", DateTime(timezone=True), nullable=True),
     Index("ix_submissions_unannounced", "announced_at"),

@@ -58,7 +58,7 @@ async def submit(request: Request, principal: CurrentPrincipal, party: PartyPath
         service.frozen_bytes(frozen.key),
         status_code=201,
         media_type="application/json",
-        headers={"Location": location, "Content-Length": str(frozen.size)},
+        headers={"Location": location, **frozen.headers},
     )
 
 
@@ -88,10 +88,16 @@ async def submission(
     service = _service(request)
     frozen = await service.submission(principal, party, year, version)
     if format == "json":
+        etag = frozen.headers["ETag"]
+        if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
+            # The client holds these very bytes (a frozen version's tag never changes): nothing to send.
+            return Response(
+                status_code=304, headers={"ETag": etag, "Repr-Digest": frozen.headers["Repr-Digest"]}
+            )
         return StreamingResponse(
             service.frozen_bytes(frozen.key),
             media_type="application/json",
-            headers={"Content-Length": str(frozen.size)},
+            headers=frozen.headers,
         )
     _, pieces = await service.frozen_pieces(frozen.key)
     return await export_response(pieces, format, f"AEF_{party}_{year}_v{version}")

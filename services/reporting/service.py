@@ -1,5 +1,6 @@
 """Use cases of the reporting service: the live AEF, frozen submissions (docs/reporting.md)."""
 
+import base64
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,11 +86,24 @@ def typed_cursor(cursor: str | None, fields: dict[str, type]) -> dict[str, Any] 
 
 @dataclass(frozen=True)
 class Frozen:
-    """A stored version: its number, its key in `submissions`, its size in bytes (its Content-Length)."""
+    """A stored version: its number, its key in `submissions`, its size in bytes (its Content-Length) and
+    the SHA-256 of those bytes (hex)."""
 
     version: str
     key: dict[str, Any]
     size: int
+    sha256: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """What the JSON answer of this version carries: its length, its digest (RFC 9530
+        `Repr-Digest`) and a strong ETag, so a Party can check the bytes it got never changed."""
+        digest = base64.b64encode(bytes.fromhex(self.sha256)).decode()
+        return {
+            "Content-Length": str(self.size),
+            "Repr-Digest": f"sha-256=:{digest}:",
+            "ETag": f'"{self.sha256}"',
+        }
 
 
 def parse_version(text: str) -> tuple[int, int]:
@@ -168,7 +182,7 @@ class ReportingService:
             raise Conflict(
                 f"Another submission of {party} {year} was being frozen; try again.", slug="submission-race"
             ) from exc
-        return Frozen(version, key, writer.size)
+        return Frozen(version, key, writer.size, writer.sha256)
 
     async def submissions(
         self,
@@ -188,6 +202,7 @@ class ReportingService:
                 submissions.c.submitted_at,
                 submissions.c.submitted_by,
                 submissions.c.size,
+                submissions.c.sha256,
             )
             .where(submissions.c.party == party, submissions.c.year == year)
             .order_by(submissions.c.major, submissions.c.minor)
@@ -208,8 +223,9 @@ class ReportingService:
                     "submitted_at": (at if at.tzinfo else at.replace(tzinfo=UTC)).isoformat(),
                     "submitted_by": by,
                     "size": size,
+                    "sha256": sha256,
                 }
-                for major, minor, at, by, size in rows[:limit]
+                for major, minor, at, by, size, sha256 in rows[:limit]
             ],
             "next_cursor": (
                 encode_cursor({"major": rows[limit - 1][0], "minor": rows[limit - 1][1]})
@@ -228,18 +244,18 @@ class ReportingService:
         major, minor = parse_version(version)
         key = _submission_key(party, year, major, minor)
         async with db.read() as session:
-            size = (
+            stored = (
                 await session.execute(
-                    select(submissions.c.size).where(
+                    select(submissions.c.size, submissions.c.sha256).where(
                         *(submissions.c[name] == value for name, value in key.items())
                     )
                 )
-            ).scalar_one_or_none()
-        if size is None:
+            ).first()
+        if stored is None:
             raise NotFound(
                 f"{party} has no AEF submission {version} for {year}.", slug="submission-not-found"
             )
-        return Frozen(f"{major}.{minor}", key, size)
+        return Frozen(f"{major}.{minor}", key, stored.size, stored.sha256)
 
     def frozen_bytes(self, key: dict[str, Any]) -> AsyncIterator[bytes]:
         """A frozen version's bytes, exactly as stored."""

@@ -2,7 +2,9 @@
 §5.8 in the AEF of both Parties, access, the consumer's replay safety, and submissions."""
 
 import asyncio
+import base64
 import csv
+import hashlib
 import io
 import json
 import time
@@ -295,7 +297,7 @@ async def test_submissions_are_frozen_byte_for_byte(ars: ArsWorld) -> None:
     base = f"/v1/reports/aef/CHE/{YEAR}/submissions"
     answer = await ars.gateway.post(base, headers=che.admin)
     assert answer.status_code == 201, answer.text
-    frozen = answer.content
+    submitted, frozen = answer, answer.content
     body = answer.json()
     assert body["version"] == "1.0" and body["tables"]["submission"]["version"] == "1.0"
     assert body["tables"]["submission"]["date_of_submission"] == datetime.now(UTC).date().isoformat()
@@ -313,12 +315,28 @@ async def test_submissions_are_frozen_byte_for_byte(ars: ArsWorld) -> None:
     assert second.status_code == 201 and second.json()["version"] == "1.1"
     assert second.json()["tables"]["holdings"] == []
 
+    # Its digest (RFC 9530 Repr-Digest) and tag, through the gateway, on the POST's answer and every GET.
+    digest = hashlib.sha256(frozen)
+    tag = f'"{digest.hexdigest()}"'
+    assert submitted.headers["repr-digest"] == f"sha-256=:{base64.b64encode(digest.digest()).decode()}:"
+    assert submitted.headers["etag"] == tag
     for _ in range(2):
         again = await ars.gateway.get(f"{base}/1.0", headers=che.viewer)
         assert again.status_code == 200 and again.content == frozen
         assert int(again.headers["content-length"]) == len(frozen)  # the stored size, known before streaming
+        assert (again.headers["repr-digest"], again.headers["etag"]) == (
+            submitted.headers["repr-digest"],
+            tag,
+        )
+    unchanged = await ars.gateway.get(f"{base}/1.0", headers={**che.viewer, "If-None-Match": f'"x", {tag}'})
+    assert unchanged.status_code == 304 and unchanged.content == b"" and unchanged.headers["etag"] == tag
+    stale = await ars.gateway.get(f"{base}/1.1", headers={**che.viewer, "If-None-Match": tag})
+    assert (
+        stale.status_code == 200 and stale.headers["etag"] == f'"{hashlib.sha256(stale.content).hexdigest()}"'
+    )
     listed = await ars.gateway.get(base, headers=che.viewer)
     assert [item["version"] for item in listed.json()["items"]] == ["1.0", "1.1"]
+    assert listed.json()["items"][0]["sha256"] == digest.hexdigest()
     assert (await ars.gateway.get(f"{base}/1.2", headers=che.viewer)).status_code == 404
     assert (await ars.gateway.get(f"{base}/x", headers=che.viewer)).status_code == 404
     assert (await ars.gateway.get(f"{base}/1.0", headers=ars.parties["GHA"].actors.viewer)).status_code == 403

@@ -4,6 +4,7 @@ another's feed or its confidential fields), Secretariat and auditor views, type 
 replay, and positions that continue across a restart of the service on the same database."""
 
 import asyncio
+import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -273,9 +274,9 @@ async def test_a_replayed_or_rebuilt_upstream_never_publishes_twice(ars: ArsWorl
     [announced] = [i for i in items if i["type"] == "aef.submission.created"]
     assert announced["position"] == items[-1]["position"] and announced["source"] == "reporting"
     assert (announced["data"]["year"], announced["data"]["version"]) == (2024, "1.0")
-    assert announced["data"]["size"] == len(
-        (await ars.gateway.get("/v1/reports/aef/GHA/2024/submissions/1.0", headers=gha.viewer)).content
-    )
+    frozen = (await ars.gateway.get("/v1/reports/aef/GHA/2024/submissions/1.0", headers=gha.viewer)).content
+    assert announced["data"]["size"] == len(frozen)
+    assert announced["data"]["sha256"] == hashlib.sha256(frozen).hexdigest()
     async with reporting.state.db.transaction() as session:
         await session.execute(delete(inbox))
         await session.execute(delete(feed_cursors))

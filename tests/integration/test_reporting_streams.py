@@ -3,6 +3,8 @@ versions in chunks (byte for byte what the one-shot encoding gives, the migratio
 one snapshot per report, and the keyset-paginated lists of the public register."""
 
 import asyncio
+import base64
+import hashlib
 import io
 import json
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +17,7 @@ import pytest
 from alembic import command
 from fastapi import FastAPI
 from sqlalchemy import func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 from contracts.roles import Role
 from kit.auth import Principal
@@ -130,6 +133,28 @@ async def test_submission_chunks_are_compressed_with_lz4_where_the_server_has_it
         await db.dispose()
 
 
+@pytest.mark.postgres
+async def test_postgresql_refuses_to_change_a_frozen_version(pg_database: Callable[[str], str]) -> None:
+    """Migration 0008's trigger: no UPDATE, DELETE or TRUNCATE of a chunk goes through, whoever sends it;
+    the version still reads back as frozen, with its digest."""
+    db = Database(pg_database("services.reporting"))
+    try:
+        await _add_actions(db, range(5))
+        frozen_version = await ReportingService(db).submit(ADMIN, "GHA", YEAR)
+        for statement in (
+            "UPDATE submission_chunks SET bytes = 'x'",
+            "DELETE FROM submission_chunks",
+            "TRUNCATE submission_chunks",
+        ):
+            with pytest.raises(DBAPIError, match="a frozen AEF version never changes"):
+                async with db.transaction() as session:
+                    await session.execute(text(statement))
+        stored = await _join(frozen_chunks(db, frozen_version.key))
+        assert hashlib.sha256(stored).hexdigest() == frozen_version.sha256
+    finally:
+        await db.dispose()
+
+
 async def test_a_submission_is_stored_in_chunks_and_read_back_byte_for_byte(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -142,6 +167,11 @@ async def test_a_submission_is_stored_in_chunks_and_read_back_byte_for_byte(
     assert first.version == "1.0"
     stored = await _join(frozen_chunks(db, key))
     assert first.size == len(stored)
+    assert first.sha256 == hashlib.sha256(stored).hexdigest()
+    assert (
+        first.headers["Repr-Digest"]
+        == f"sha-256=:{base64.b64encode(hashlib.sha256(stored).digest()).decode()}:"
+    )
 
     # The bytes the one-shot encoding of the whole document gives (what a version held before chunks).
     async with db.read() as session:
@@ -162,12 +192,15 @@ async def test_a_submission_is_stored_in_chunks_and_read_back_byte_for_byte(
     assert len(sizes) == -(-len(stored) // 700) and set(sizes[:-1]) == {700}
     assert size == len(stored)
     listed = await service.submissions(ADMIN, "GHA", YEAR)
-    assert [(item["version"], item["size"]) for item in listed["items"]] == [("1.0", len(stored))]
+    assert [(item["version"], item["size"], item["sha256"]) for item in listed["items"]] == [
+        ("1.0", len(stored), first.sha256)
+    ]
 
     # New actions change the next version, never this one.
     await _add_actions(db, range(30, 33))
     again = await service.submit(ADMIN, "GHA", YEAR)
     assert again.version == "1.1" and await _join(frozen_chunks(db, key)) == stored
+    assert (await ReportingService.frozen(db, "GHA", YEAR, "1.0")).sha256 == first.sha256 != again.sha256
 
     # A frozen version exports from its chunks, parsed as they are read.
     _, pieces = await service.frozen_pieces(key)
@@ -483,7 +516,10 @@ def test_the_migration_moves_stored_bodies_into_chunks_and_back(make_database: C
     chunks = asyncio.run(run("SELECT seq, bytes FROM submission_chunks ORDER BY seq"))
     assert [seq for seq, _ in chunks] == [0, 1, 2, 3]
     assert b"".join(bytes(part) for _, part in chunks) == body
-    assert asyncio.run(run("SELECT size FROM submissions")) == [(len(body),)]
+    # 0008 took the digest of the moved version from its chunks.
+    assert asyncio.run(run("SELECT size, sha256 FROM submissions")) == [
+        (len(body), hashlib.sha256(body).hexdigest())
+    ]
 
     command.downgrade(config, "0003")
     assert [bytes(row[0]) for row in asyncio.run(run("SELECT body FROM submissions"))] == [body]
