@@ -44,6 +44,7 @@ __all__ = [
     "JournalEntry",
     "PartyBalance",
     "Transaction",
+    "TransactionAwaitingApproval",
     "TransactionCompleted",
     "TransactionCreate",
     "TransactionValidation",
@@ -403,6 +404,24 @@ class FirstTransferCreate(_Strict):
         if self.to_registry is not None and self.to_account is None:
             raise ValueError("to_registry needs to_account (the registry's account id)")
         return self
+
+
+class TransactionAwaitingApproval(BaseModel):
+    """Data of the `transaction.awaiting_approval` event: a transaction waits for an approver of `party`
+    (four-eyes on the source account), so the Party's feed and webhooks can call one before it expires."""
+
+    transaction_id: str
+    type: str
+    party: str = Field(description="The Party whose approver decides")
+    from_party: str | None
+    to_party: str | None
+    from_registry_id: str | None
+    to_registry_id: str | None
+    from_account: str | None
+    to_account: str | None
+    quantity: int
+    initiated_by: str
+    expires_at: datetime | None = Field(description="Terminated unless decided by then")
 
 
 class TransactionCompleted(BaseModel):

@@ -54,7 +54,9 @@ EVENT_TYPES: tuple[str, ...] = (
     "transaction.rejected",
     "transaction.cancelled",
     "transaction.terminated",
+    "transaction.awaiting_approval",
     "interregistry.transfer.sent",
+    "interregistry.transfer.awaiting_approval",
     "interregistry.transfer.completed",
     "interregistry.transfer.rejected",
     "interregistry.transfer.terminated",
@@ -360,6 +362,16 @@ _FIRST_TRANSFER_KEYS = (
     "use",
     "completed_at",
 )
+_AWAITING_KEYS = (
+    "transaction_id",
+    "from_party",
+    "to_party",
+    "from_registry_id",
+    "to_registry_id",
+    "quantity",
+    "initiated_by",
+    "expires_at",
+)
 _ACCOUNT_MOVES = {"blocked": "account.blocked", "closed": "account.closed", "open": "account.unblocked"}
 
 
@@ -375,6 +387,14 @@ async def derive(session: AsyncSession, event: FeedEvent) -> list[FeedItem]:
         return await _transaction(session, event, kind)
     if party is None:
         return []
+    if kind == "transaction.awaiting_approval":
+        # Only the deciding Party hears of it, and sees its own accounts only.
+        view = {key: data.get(key) for key in _AWAITING_KEYS} | {
+            "transaction_type": data.get("type"),
+            "from_account": data.get("from_account") if party == data.get("from_party") else None,
+            "to_account": data.get("to_account") if party == data.get("to_party") else None,
+        }
+        return [_item(event, party, kind, view)]
     if kind.startswith("party_section.") and kind != "party_section.settings_changed":
         view = {key: data.get(key) for key in _SECTION_KEYS}
         return [_item(event, party, "section.status_changed", view | {"party": party})]

@@ -40,6 +40,7 @@ from contracts.transactions import (
     FirstTransferCreate,
     Holdings,
     Transaction,
+    TransactionAwaitingApproval,
     TransactionCompleted,
     TransactionCreate,
     TransactionValidation,
@@ -669,7 +670,9 @@ class Ledgers:
             transaction = transaction_from_row(
                 row | {"approved_by": None, "completed_at": row.get("completed_at")}
             )
-            if not four_eyes:
+            if four_eyes:
+                await self._publish_awaiting(connection, row)
+            else:
                 await self._publish(connection, transaction, row)
             answer = _wire(transaction)
             await claim.complete(connection, 201, answer)
@@ -723,6 +726,26 @@ class Ledgers:
         )
         await self.outbox.publish(
             connection, "transaction.completed", _wire(event), party=party or row["from_party"]
+        )
+
+    async def _publish_awaiting(self, connection: Any, row: dict[str, Any]) -> None:
+        """`transaction.awaiting_approval` for the source Party, whose approver decides (four-eyes)."""
+        event = TransactionAwaitingApproval(
+            transaction_id=row["transaction_id"],
+            type=row["type"],
+            party=row["from_party"],
+            from_party=row["from_party"],
+            to_party=row["to_party"],
+            from_registry_id=row["from_registry_id"],
+            to_registry_id=row["to_registry_id"],
+            from_account=row["from_account"],
+            to_account=row["to_account"],
+            quantity=row["quantity"],
+            initiated_by=row["initiated_by"],
+            expires_at=row["expires_at"],
+        )
+        await self.outbox.publish(
+            connection, "transaction.awaiting_approval", _wire(event), party=row["from_party"]
         )
 
     # ---- four-eyes --------------------------------------------------------------------------------------------

@@ -109,6 +109,14 @@ async def test_manual_acceptance_waits_for_the_partys_approver(tw: TransferWorld
     transaction_id = held.json()["ir_transaction_id"]
     assert ("CHE01", 1, 50, "pending_in") in await _states(tw)
     assert "CHE01-M1" not in await _finals(tw, che)
+    # The acquiring Party's feed and webhooks are told to decide, and by when.
+    outbox = tw.irx.suite.services["transactions"].state.outbox
+    await outbox.relay()
+    told = (await outbox.read(0, 1000, ["interregistry.transfer.awaiting_approval"])).items
+    assert [(e.party, e.data["transfer_id"], e.data["transaction_id"]) for e in told] == [
+        ("GHA", "CHE01-M1", transaction_id)
+    ]
+    assert told[0].data["respond_by"] == held.json()["respond_by"].replace("Z", "+00:00")
     waiting = await tw.gateway.get(
         "/v1/transactions", params={"status": "awaiting_approval"}, headers=gha.approver
     )

@@ -354,3 +354,48 @@ async def test_concurrent_appenders_commit_positions_in_order(make_database: Cal
     assert violations == []
     assert sorted(p for party, p in rows if party == "GHA") == list(range(1, 31))
     assert sorted(p for party, p in rows if party == "CHE") == list(range(1, 11))
+
+
+async def test_a_transaction_awaiting_approval_is_told_to_the_deciding_party_only(ars: ArsWorld) -> None:
+    """Four-eyes holds Switzerland's transfer to Ghana: Switzerland's feed says so (its own account, the
+    deadline), so its approvers can be called; Ghana hears nothing until the transfer completes."""
+    await worked_example(ars)
+    gha, che = ars.parties["GHA"].actors, ars.parties["CHE"].actors
+    await ars.world.set_four_eyes(che, True)
+    body = {"type": "transfer", "from_account": che.holding, "to_account": gha.holding, "quantity": 30}
+    proposed = await ars.world.transact(che, body)
+    assert proposed.status_code == 201 and proposed.json()["status"] == "awaiting_approval", proposed.text
+    tx_id = proposed.json()["transaction_id"]
+    await ars.world.suite.services["transactions"].state.outbox.relay()
+    await ars.world.suite.services["reporting"].state.consumer.catch_up()
+
+    [waiting] = [
+        i for i in await whole_feed(ars.gateway, che.viewer) if i["type"] == "transaction.awaiting_approval"
+    ]
+    assert waiting["data"] == {
+        "transaction_id": tx_id,
+        "from_party": "CHE",
+        "to_party": "GHA",
+        "from_registry_id": che.registry_id,
+        "to_registry_id": gha.registry_id,
+        "quantity": 30,
+        "initiated_by": che.initiator_id,
+        "expires_at": waiting["data"]["expires_at"],
+        "transaction_type": "transfer",
+        "from_account": che.holding,
+        "to_account": None,  # Ghana's account is not Switzerland's to see
+    }
+    assert datetime.fromisoformat(waiting["data"]["expires_at"]) > datetime.now(UTC)
+    ghana = json.dumps(await whole_feed(ars.gateway, gha.viewer))
+    assert "transaction.awaiting_approval" not in ghana and tx_id not in ghana
+
+    approved = await ars.gateway.post(
+        f"/v1/transactions/{tx_id}/approve", headers={**che.approver, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert approved.status_code == 200 and approved.json()["status"] == "completed", approved.text
+    await ars.world.suite.services["transactions"].state.outbox.relay()
+    await ars.world.suite.services["reporting"].state.consumer.catch_up()
+    ghana_items = await whole_feed(ars.gateway, gha.viewer)
+    assert tx_id in {
+        i["data"].get("transaction_id") for i in ghana_items if i["type"] == "transaction.completed"
+    }

@@ -480,7 +480,9 @@ class Transfers:
             await connection.execute(insert(transactions), row)
             blocks = transfer_blocks(moved)
             proposal_id = None
-            if not four_eyes:
+            if four_eyes:
+                await ledgers._publish_awaiting(connection, row)
+            else:
                 proposal_id = await self._send_proposal(connection, registry_row, row, blocks, respond_by)
                 await self._announce(
                     connection,
@@ -1900,6 +1902,18 @@ class Transfers:
                 created_at=now,
                 updated_at=now,
             )
+        )
+        # The acquiring Party's approver decides before `respond_by`: its feed and webhooks say so.
+        await self._announce(
+            connection,
+            account.party,
+            transfer_id=proposal.transfer_id,
+            direction=DIRECTION_IN,
+            registry_id=registry_id,
+            status=TransferStatus.AWAITING_APPROVAL.value,
+            transaction_id=transaction_id,
+            quantity=row["quantity"],
+            respond_by=respond_by,
         )
         log.info("irx_transfer_awaiting_approval", transfer_id=proposal.transfer_id, respond_by=respond_by)
         return answer
