@@ -163,60 +163,47 @@ def _takes(kind: str, names_ndc_year: bool) -> tuple[bool, ...]:
     return tuple(kind in takes and not (towards_ndc and key in _IMP_ONLY) for key, takes in _TAKES.items())
 
 
+_AT, _KIND, _NON_GHG_METRIC, _FACTOR, _MITIGATION, _VINTAGE = (
+    _ACTION_SOURCE.index(column)
+    for column in (
+        "action_at",
+        "action_type",
+        "applicable_non_ghg_metric",
+        "conversion_factor",
+        "mitigation_type",
+        "vintage",
+    )
+)
+_FIRST, _LAST, _METRIC = (
+    _ACTION_SOURCE.index(column) for column in ("first_serial", "last_serial", "metric")
+)
+_CONDITIONAL = _VINTAGE + 1
+
+
 def _shape_action(source: Sequence[Any]) -> dict[str, Any]:
     """A Table 3 row from the `_ACTION_SOURCE` values of one read-model row: one tuple zipped with the AEF
-    keys (a million-row Table 3 is shaped here, so no intermediate mapping per row)."""
-    (
-        at,
-        kind,
-        subtype,
-        ca,
-        authorization,
-        first_party,
-        registry,
-        first,
-        last,
-        underlying_registry,
-        underlying_first,
-        underlying_last,
-        metric,
-        gwp,
-        non_ghg_metric,
-        factor,
-        mitigation,
-        vintage,
-        *conditional,
-    ) = source
-    count = last - first + 1
-    if metric == "non-GHG":
-        tco2e: int | float = _number(Decimal(factor or "1") * count)
+    keys (a million-row Table 3 is shaped here, so no intermediate mapping per row). `action_type` to
+    `applicable_gwp_values` are reported as read; the quantities and the conditional columns are derived."""
+    count = source[_LAST] - source[_FIRST] + 1
+    if source[_METRIC] == "non-GHG":
+        non_ghg_metric = source[_NON_GHG_METRIC]
+        tco2e: int | float = _number(Decimal(source[_FACTOR] or "1") * count)
         non_ghg: int | None = count
     else:
-        tco2e, non_ghg, non_ghg_metric = count, None, None
-    takes = _takes(kind, conditional[-1] is not None)
+        non_ghg_metric, tco2e, non_ghg = None, count, None
+    conditional = source[_CONDITIONAL:]
+    takes = _takes(source[_KIND], conditional[-1] is not None)  # the last one is the NDC use year
     return dict(
         zip(
             _ACTION_KEYS,
             (
-                iso_instant(at),
-                kind,
-                subtype,
-                ca,
-                authorization,
-                first_party,
-                registry,
-                first,
-                last,
-                underlying_registry,
-                underlying_first,
-                underlying_last,
-                metric,
-                gwp,
+                iso_instant(source[_AT]),
+                *source[_KIND:_NON_GHG_METRIC],
                 non_ghg_metric,
                 tco2e,
                 non_ghg,
-                mitigation,
-                vintage,
+                source[_MITIGATION],
+                source[_VINTAGE],
                 *[value if filled else None for value, filled in zip(conditional, takes, strict=True)],
                 None,  # consistency_check_result: CARP fills it (domain §5.1)
                 None,  # additional_explanatory_information
