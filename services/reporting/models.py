@@ -21,6 +21,7 @@ Alembic compares them with migrations/versions/0002_read_model.py.
   read model: a published log (an item already there is never appended twice, see `feed.py`).
 - `webhooks` and `webhook_deliveries`: the Parties' Standard Webhooks endpoints and each message's
   delivery state (`webhooks.py`).
+- `confidential_reads`: reads of a Party's reports from outside the Party, append-only.
 """
 
 from sqlalchemy import (
@@ -326,4 +327,23 @@ webhook_deliveries = Table(
     UniqueConstraint("webhook_id", "position", name="uq_webhook_deliveries_item"),
     Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
     Index("ix_webhook_deliveries_webhook", "webhook_id", "id"),
+)
+
+#: Every read of a Party's reports by someone outside the Party (the Secretariat, an auditor): who, what,
+#: when, and the fields the Party had designated confidential at that moment (domain §6: "immutable audit
+#: log of reads of confidential data"). Append-only: on PostgreSQL a trigger refuses changes (0009).
+confidential_reads = Table(
+    "confidential_reads",
+    metadata,
+    _id(),
+    Column("read_at", DateTime(timezone=True), nullable=False),
+    Column("party", String(3), nullable=False),
+    Column("year", Integer, nullable=False),
+    Column("subject", String(40), nullable=False),
+    Column("version", String(20), nullable=True),
+    Column("format", String(10), nullable=False),
+    Column("client_id", String(200), nullable=False),
+    Column("roles", JSON, nullable=False),
+    Column("designated", JSON, nullable=False),
+    Index("ix_confidential_reads_party", "party", "id"),
 )

@@ -42,7 +42,7 @@ async def aef(
     service = _service(request)
     if format != "json":
         return await service.export(principal, party, year, format)
-    service.require_reader(principal, party)
+    await service.read_access(principal, party, year, "aef")
     return StreamingResponse(service.report_chunks(party, year), media_type="application/json")
 
 
@@ -86,7 +86,7 @@ async def submission(
 ) -> Response:
     """A frozen version: the same bytes every time (JSON, streamed as stored), or its export."""
     service = _service(request)
-    frozen = await service.submission(principal, party, year, version)
+    frozen = await service.submission(principal, party, year, version, format)
     if format == "json":
         etag = frozen.headers["ETag"]
         if etag in (tag.strip() for tag in request.headers.get("if-none-match", "").split(",")):
@@ -101,6 +101,19 @@ async def submission(
         )
     _, pieces = await service.frozen_pieces(frozen.key)
     return await export_response(pieces, format, f"AEF_{party}_{year}_v{version}")
+
+
+@router.get("/reads/{party}")
+async def confidential_reads(
+    request: Request,
+    principal: CurrentPrincipal,
+    party: PartyPath,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> JSONResponse:
+    """Who outside the Party (the Secretariat, auditors) read its AEF, submissions, corresponding
+    adjustments or consistency findings, when, and what it had designated confidential then; newest first."""
+    return JSONResponse(await _service(request).confidential_reads(principal, party, limit, cursor))
 
 
 @router.get("/consistency/{year}")

@@ -2,14 +2,14 @@
 
 import base64
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from fastapi.responses import Response
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,7 +19,7 @@ from kit.auth import Principal
 from kit.db import Database
 from kit.errors import BadRequest, Conflict, Forbidden, NotFound
 from kit.pagination import decode_cursor, encode_cursor
-from services.reporting.aef import build_tables, freeze_year_end, iter_actions
+from services.reporting.aef import build_tables, freeze_year_end, iso_instant, iter_actions
 from services.reporting.consistency import consistency, corresponding_adjustments
 from services.reporting.exports import Pieces, export_response, table_pieces
 from services.reporting.frozen import (
@@ -29,7 +29,7 @@ from services.reporting.frozen import (
     frozen_chunks,
     frozen_pieces,
 )
-from services.reporting.models import authorizations, entities, submissions
+from services.reporting.models import authorizations, confidential_reads, entities, sections, submissions
 from services.reporting.validation import CODES, parse_json, parse_xlsx, validate
 
 __all__ = [
@@ -122,6 +122,99 @@ class ReportingService:
         if not may_read(principal, party):
             raise Forbidden(f"The AEF of {party} is for {party}, the Secretariat and auditors.")
 
+    async def read_access(
+        self,
+        principal: Principal,
+        party: str,
+        year: int,
+        subject: str,
+        *,
+        version: str | None = None,
+        format: str = "json",
+    ) -> None:
+        """`require_reader`, then, for a reader from outside the Party, its line in `confidential_reads`,
+        committed before anything is served (a read that is not logged does not happen)."""
+        self.require_reader(principal, party)
+        if principal.party != party:
+            await self.log_reads(principal, [party], year, subject, version=version, format=format)
+
+    async def log_reads(
+        self,
+        principal: Principal,
+        parties: Sequence[str],
+        year: int,
+        subject: str,
+        *,
+        version: str | None = None,
+        format: str = "json",
+    ) -> None:
+        """One `confidential_reads` line per Party read, with the fields each had designated then."""
+        if not parties:
+            return
+        now = datetime.now(UTC)
+        async with self.db.transaction() as session:
+            designated = dict(
+                (
+                    await session.execute(
+                        select(sections.c.party, sections.c.confidential_fields).where(
+                            sections.c.party.in_(parties)
+                        )
+                    )
+                ).all()
+            )
+            await session.execute(
+                insert(confidential_reads),
+                [
+                    {
+                        "read_at": now,
+                        "party": party,
+                        "year": year,
+                        "subject": subject,
+                        "version": version,
+                        "format": format,
+                        "client_id": principal.client_id,
+                        "roles": sorted(str(role) for role in principal.roles),
+                        "designated": sorted(designated.get(party) or []),
+                    }
+                    for party in parties
+                ],
+            )
+
+    async def confidential_reads(
+        self, principal: Principal, party: str, limit: int = DEFAULT_LIMIT, cursor: str | None = None
+    ) -> dict[str, Any]:
+        """Who outside the Party read its reports, newest first, a page at a time (the Party's readers and
+        the Secretariat's; reading this log is not itself logged)."""
+        self.require_reader(principal, party)
+        after = typed_cursor(cursor, {"id": int})
+        query = (
+            select(confidential_reads)
+            .where(confidential_reads.c.party == party)
+            .order_by(confidential_reads.c.id.desc())
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(confidential_reads.c.id < after["id"])
+        async with self.db.read() as session:
+            rows = (await session.execute(query)).mappings().all()
+        return {
+            "items": [
+                {
+                    "read_at": iso_instant(row["read_at"]),
+                    "party": row["party"],
+                    "year": row["year"],
+                    "subject": row["subject"],
+                    "version": row["version"],
+                    "format": row["format"],
+                    "client_id": row["client_id"],
+                    "roles": row["roles"],
+                    "designated": row["designated"],
+                }
+                for row in rows[:limit]
+            ],
+            "next_cursor": encode_cursor({"id": rows[limit - 1]["id"]}) if len(rows) > limit else None,
+        }
+
     async def _report_chunks(
         self, session: AsyncSession, party: str, year: int, version: str | None, submitted_on: str | None
     ) -> AsyncIterator[bytes]:
@@ -142,7 +235,7 @@ class ReportingService:
 
     async def export(self, principal: Principal, party: str, year: int, format: str) -> Response:
         """The live AEF as a file (XLSX or a zip of CSVs), Table 3 streamed into the writer."""
-        self.require_reader(principal, party)
+        await self.read_access(principal, party, year, "aef", format=format)
         async with snapshot(self.db) as session:
             tables = await build_tables(session, party, year, actions=False)
             return await export_response(
@@ -234,10 +327,14 @@ class ReportingService:
             ),
         }
 
-    async def submission(self, principal: Principal, party: str, year: int, version: str) -> Frozen:
+    async def submission(
+        self, principal: Principal, party: str, year: int, version: str, format: str = "json"
+    ) -> Frozen:
         """A frozen version the principal may read (404 if there is none)."""
         self.require_reader(principal, party)
-        return await self.frozen(self.db, party, year, version)
+        frozen = await self.frozen(self.db, party, year, version)
+        await self.read_access(principal, party, year, "submission", version=frozen.version, format=format)
+        return frozen
 
     @staticmethod
     async def frozen(db: Database, party: str, year: int, version: str) -> Frozen:
@@ -270,10 +367,13 @@ class ReportingService:
         if principal.party is not None or not (principal.roles & _SECRETARIAT_READERS):
             raise Forbidden("Cross-Party consistency checks are for secretariat_admin and auditors.")
         async with snapshot(self.db) as session:
-            return await consistency(session, year)
+            report = await consistency(session, year)
+        # The findings name rows of the Parties involved: each is a read of that Party's records.
+        await self.log_reads(principal, sorted(report["parties"]), year, "consistency")
+        return report
 
     async def corresponding_adjustments(self, principal: Principal, party: str, year: int) -> dict[str, Any]:
-        self.require_reader(principal, party)
+        await self.read_access(principal, party, year, "corresponding_adjustments")
         async with self.db.read() as session:
             return await corresponding_adjustments(session, party, year)
 

@@ -32,6 +32,7 @@ from services.reporting.models import (
     ndc_periods,
 )
 from tests.integration._ars_world import ArsWorld, ars_world
+from tests.support.suite import BOOTSTRAP_ID
 
 YEAR = datetime.now(UTC).year
 ENTITY = {
@@ -629,3 +630,63 @@ async def test_the_public_register_never_shows_a_confidential_field(ars: ArsWorl
     ).status_code == 403
     swiss = await ars.gateway.get(f"/v1/reports/aef/CHE/{YEAR}", headers=che.viewer)
     assert "7777" not in swiss.text and "GH-AIRLINE-1" not in swiss.text
+
+
+async def test_reads_from_outside_the_party_are_logged_for_it(ars: ArsWorld) -> None:
+    """Domain §6: every read of Ghana's reports by the Secretariat (live AEF as JSON and CSV, a submitted
+    version, its corresponding adjustments, a consistency report naming it) leaves a line Ghana can read,
+    with what it had designated confidential then; Ghana's own reads leave none; Switzerland reads none of
+    Ghana's lines."""
+    gha, che = ars.parties["GHA"].actors, ars.parties["CHE"].actors
+    section = await ars.gateway.get("/v1/party-sections/GHA", headers=gha.admin)
+    designated = {"field": "actions.using_cancelling_entity_id", "basis": "the airline's privacy"}
+    answer = await ars.gateway.patch(
+        "/v1/party-sections/GHA/settings",
+        json={"confidential_fields": [designated]},
+        headers={**gha.admin, "If-Match": section.headers["etag"]},
+    )
+    assert answer.status_code == 200, answer.text
+    await worked_example(ars)
+    await consumer(ars).catch_up()
+    assert (
+        await ars.gateway.post(f"/v1/reports/aef/GHA/{YEAR}/submissions", headers=gha.admin)
+    ).status_code == 201
+    for path, params in (
+        (f"/v1/reports/aef/GHA/{YEAR}", {}),  # GHA's own reads: not logged
+        (f"/v1/reports/aef/GHA/{YEAR}/submissions/1.0", {}),
+    ):
+        assert (await ars.gateway.get(path, params=params, headers=gha.viewer)).status_code == 200
+    for path, params in (
+        (f"/v1/reports/aef/GHA/{YEAR}", {}),
+        (f"/v1/reports/aef/GHA/{YEAR}", {"format": "csv"}),
+        (f"/v1/reports/aef/GHA/{YEAR}/submissions/1.0", {}),
+        (f"/v1/reports/corresponding-adjustments/GHA/{YEAR}", {}),
+        (f"/v1/reports/consistency/{YEAR}", {}),
+    ):
+        assert (await ars.gateway.get(path, params=params, headers=ars.admin)).status_code == 200, path
+    assert (
+        await ars.gateway.get(f"/v1/reports/aef/GHA/{YEAR}/submissions/9.9", headers=ars.admin)
+    ).status_code == 404
+
+    answer = await ars.gateway.get("/v1/reports/reads/GHA", headers=gha.viewer)
+    assert answer.status_code == 200, answer.text
+    items = answer.json()["items"]
+    assert [(i["subject"], i["version"], i["format"]) for i in items] == [
+        ("consistency", None, "json"),
+        ("corresponding_adjustments", None, "json"),
+        ("submission", "1.0", "json"),
+        ("aef", None, "csv"),
+        ("aef", None, "json"),
+    ]  # newest first; the 404 read nothing
+    assert {(i["party"], i["year"], i["client_id"]) for i in items} == {("GHA", YEAR, BOOTSTRAP_ID)}
+    assert all(i["designated"] == ["actions.using_cancelling_entity_id"] for i in items)
+    assert "secretariat_admin" in items[0]["roles"]
+    first = await ars.gateway.get("/v1/reports/reads/GHA", params={"limit": 2}, headers=ars.admin)
+    rest = await ars.gateway.get(
+        "/v1/reports/reads/GHA", params={"cursor": first.json()["next_cursor"]}, headers=ars.admin
+    )
+    assert first.json()["items"] + rest.json()["items"] == items and rest.json()["next_cursor"] is None
+
+    assert (await ars.gateway.get("/v1/reports/reads/GHA", headers=che.viewer)).status_code == 403
+    swiss = (await ars.gateway.get("/v1/reports/reads/CHE", headers=che.viewer)).json()["items"]
+    assert [(i["subject"], i["designated"]) for i in swiss] == [("consistency", [])]

@@ -155,6 +155,30 @@ async def test_postgresql_refuses_to_change_a_frozen_version(pg_database: Callab
         await db.dispose()
 
 
+@pytest.mark.postgres
+async def test_postgresql_keeps_the_log_of_confidential_reads_append_only(
+    pg_database: Callable[[str], str],
+) -> None:
+    """Migration 0009's trigger: lines are added, never changed or removed."""
+    db = Database(pg_database("services.reporting"))
+    auditor = Principal(client_id="auditor-1", party=None, roles=frozenset({Role.AUDITOR}))
+    try:
+        await ReportingService(db).log_reads(auditor, ["GHA", "CHE"], YEAR, "consistency")
+        for statement in (
+            "UPDATE confidential_reads SET client_id = 'nobody'",
+            "DELETE FROM confidential_reads",
+            "TRUNCATE confidential_reads",
+        ):
+            with pytest.raises(DBAPIError, match="append-only"):
+                async with db.transaction() as session:
+                    await session.execute(text(statement))
+        async with db.read() as session:
+            logged = (await session.execute(text("SELECT party, client_id FROM confidential_reads"))).all()
+        assert sorted(logged) == [("CHE", "auditor-1"), ("GHA", "auditor-1")]
+    finally:
+        await db.dispose()
+
+
 async def test_a_submission_is_stored_in_chunks_and_read_back_byte_for_byte(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
