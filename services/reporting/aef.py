@@ -43,6 +43,7 @@ __all__ = [
     "quantities",
     "year_bounds",
     "year_end",
+    "year_end_frozen",
 ]
 
 #: Block states that count as holdings (domain §5.5: non-terminal, in an account of the Party).
@@ -362,15 +363,18 @@ async def holdings_at(session: AsyncSession, party: str, end: datetime) -> list[
 LATE_COMMIT_MARGIN = timedelta(hours=1)
 
 
-async def _frozen_year_end(session: AsyncSession, party: str, year: int) -> list[dict[str, Any]] | None:
-    taken = (
-        await session.execute(
-            select(year_end_holdings.c.holding_count).where(
-                year_end_holdings.c.party == party, year_end_holdings.c.year == year
-            )
+async def year_end_frozen(session: AsyncSession, party: str, year: int) -> bool:
+    """Whether Table 4 of `party` for `year` has been frozen (one primary-key lookup)."""
+    taken = await session.execute(
+        select(year_end_holdings.c.holding_count).where(
+            year_end_holdings.c.party == party, year_end_holdings.c.year == year
         )
-    ).scalar_one_or_none()
-    if taken is None:
+    )
+    return taken.scalar_one_or_none() is not None
+
+
+async def _frozen_year_end(session: AsyncSession, party: str, year: int) -> list[dict[str, Any]] | None:
+    if not await year_end_frozen(session, party, year):
         return None
     result = await session.execute(
         select(year_end_holding_rows.c.holding)
@@ -393,10 +397,10 @@ async def freeze_year_end(session: AsyncSession, party: str, year: int, now: dat
     commits, so a movement dated in the year can still arrive after one dated just past it; not after one
     dated past the margin. Corrections and later actions are dated when they happen, never back in a year."""
     _, end = year_bounds(year)
+    if await year_end_frozen(session, party, year):
+        return False
     latest = (await session.execute(select(func.max(movements.c.moved_at)))).scalar_one_or_none()
     if latest is None or (latest if latest.tzinfo else latest.replace(tzinfo=UTC)) < end + LATE_COMMIT_MARGIN:
-        return False
-    if await _frozen_year_end(session, party, year) is not None:
         return False
     rows = await holdings_at(session, party, end)
     await session.execute(

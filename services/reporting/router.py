@@ -43,6 +43,7 @@ async def aef(
     if format != "json":
         return await service.export(principal, party, year, format)
     await service.read_access(principal, party, year, "aef")
+    await service.freeze_closed_year(party, year)
     return StreamingResponse(service.report_chunks(party, year), media_type="application/json")
 
 

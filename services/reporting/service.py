@@ -19,7 +19,7 @@ from kit.auth import Principal
 from kit.db import Database
 from kit.errors import BadRequest, Conflict, Forbidden, NotFound
 from kit.pagination import decode_cursor, encode_cursor
-from services.reporting.aef import build_tables, freeze_year_end, iso_instant, iter_actions
+from services.reporting.aef import build_tables, freeze_year_end, iso_instant, iter_actions, year_end_frozen
 from services.reporting.consistency import consistency, corresponding_adjustments
 from services.reporting.exports import Pieces, export_response, table_pieces
 from services.reporting.frozen import (
@@ -227,6 +227,22 @@ class ReportingService:
         async for chunk in document_chunks({"party": party, "year": year, "version": version}, pieces):
             yield chunk
 
+    async def freeze_closed_year(self, party: str, year: int) -> None:
+        """Freeze a closed year's Table 4 before a live read, once `freeze_year_end` says nothing can change
+        it any more, so a Party that never submits stops paying the repaint on every read. Its own write
+        transaction, before the read's snapshot (a READ ONLY snapshot cannot write); a concurrent reader or
+        submission freezing it first is fine (same rows, by the margin rule)."""
+        if year >= datetime.now(UTC).year:
+            return
+        async with self.db.read() as session:
+            if await year_end_frozen(session, party, year):
+                return
+        try:
+            async with self.db.transaction() as session:
+                await freeze_year_end(session, party, year, datetime.now(UTC))
+        except IntegrityError:
+            return
+
     async def report_chunks(self, party: str, year: int) -> AsyncIterator[bytes]:
         """The live report (call `require_reader` first: by the time this runs the response has started)."""
         async with snapshot(self.db) as session:
@@ -236,6 +252,7 @@ class ReportingService:
     async def export(self, principal: Principal, party: str, year: int, format: str) -> Response:
         """The live AEF as a file (XLSX or a zip of CSVs), Table 3 streamed into the writer."""
         await self.read_access(principal, party, year, "aef", format=format)
+        await self.freeze_closed_year(party, year)
         async with snapshot(self.db) as session:
             tables = await build_tables(session, party, year, actions=False)
             return await export_response(

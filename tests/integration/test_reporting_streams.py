@@ -433,6 +433,27 @@ async def test_a_closed_year_s_holdings_freeze_once_no_movement_can_still_be_dat
     assert await _snapshots(db) == [("GHA", YEAR, 2)]  # frozen once
 
 
+async def test_a_live_read_of_a_closed_year_freezes_it_once_nothing_can_change_it(db: Database) -> None:
+    """A Party that never submits: the first live read (JSON or a file) after the margin freezes Table 4
+    with the rows the repaint gives; before the margin, and for the current year, nothing is frozen."""
+    await _add_actions(db, range(6))
+    service = ReportingService(db)
+    live = await _join(service.report_chunks("GHA", YEAR))
+    year_end = datetime(YEAR + 1, 1, 1, tzinfo=UTC)
+    await service.freeze_closed_year("GHA", YEAR)  # nothing dated past the year yet
+    await _add_movement(db, year_end + LATE_COMMIT_MARGIN / 2, "CHE", ca_id="CA0099")
+    await service.freeze_closed_year("GHA", YEAR)  # within the margin
+    assert await _snapshots(db) == []
+
+    await _add_movement(db, year_end + LATE_COMMIT_MARGIN * 2, "CHE", ca_id="CA0099")
+    await service.export(ADMIN, "GHA", YEAR, "csv")  # a live export freezes first
+    assert await _snapshots(db) == [("GHA", YEAR, 2)]
+    assert await _join(service.report_chunks("GHA", YEAR)) == live
+    await service.freeze_closed_year("GHA", YEAR)  # once
+    await service.freeze_closed_year("GHA", datetime.now(UTC).year)  # the current year: never
+    assert await _snapshots(db) == [("GHA", YEAR, 2)]
+
+
 async def test_c10_checks_actions_against_their_authorization(db: Database) -> None:
     async with db.transaction() as session:
         table2 = {
