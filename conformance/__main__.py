@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--ir-account-blocked", help="a blocked IR holding account (case 162, 5903)")
     parser.add_argument("--ir-account-closed", help="a closed IR account (case 162, 5906)")
     parser.add_argument(
+        "--ir-account-manual",
+        help="an IR account of a section with manual incoming acceptance, in the CA of --ca-id (case 165)",
+    )
+    parser.add_argument(
         "--ca-non-participant", help="a CA one of the Parties does not take part in (162, 5905)"
     )
     parser.add_argument(
@@ -165,6 +169,7 @@ def _config(args: argparse.Namespace) -> KitConfig:
             for role, account in (
                 ("ir_blocked", args.ir_account_blocked),
                 ("ir_closed", args.ir_account_closed),
+                ("ir_manual", args.ir_account_manual),
             )
             if account
         },

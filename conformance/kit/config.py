@@ -64,7 +64,8 @@ class KitConfig:
     ir_account: str | None = None
     ca_id: str | None = None
     vintage: int | None = None
-    #: Further IR accounts for case 162 (`ir_blocked`, `ir_closed`) and a CA a Party does not take part in.
+    #: Further IR accounts for case 162 (`ir_blocked`, `ir_closed`), for case 165 one of a section accepting
+    #: incoming transfers manually (`ir_manual`, in the CA of `ca_id`), and a CA a Party does not take part in.
     ir_accounts: dict[str, str] = field(default_factory=dict)
     ca_non_participant: str | None = None
     #: The registry's own fixture accounts by role (`valid`, `blocked`, `closed`, `policy`, `unknown`);

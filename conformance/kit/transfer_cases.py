@@ -629,16 +629,18 @@ def _own_block(context: CaseContext, first: int, quantity: int, **changes: Any) 
 
 
 def _proposal(context: CaseContext, blocks: list[dict[str, Any]], *, to_account: str | None = None,
-              transfer_id: str | None = None, quantity: int | None = None) -> dict[str, Any]:  # fmt: skip
+              transfer_id: str | None = None, quantity: int | None = None,
+              to_registry: str | None = None) -> dict[str, Any]:  # fmt: skip
     config = context.config
+    to_registry = to_registry or config.ir_account_registry
     return {
         "transfer_id": transfer_id or f"{config.registry_id}-CONF-{uuid.uuid4().hex[:16]}",
         "sender_action": "transfer",
         "transferring_party": config.party,
         "from_registry": config.registry_id,
         "from_account": _account(context, "valid"),
-        "acquiring_party": config.ir_account_registry[:3],
-        "to_registry": config.ir_account_registry,
+        "acquiring_party": to_registry[:3],
+        "to_registry": to_registry,
         "to_account": to_account or config.ir_account,
         "quantity": quantity if quantity is not None else sum(int(b["quantity"]) for b in blocks),
         "blocks": blocks,
@@ -803,10 +805,14 @@ async def dropped_proposal_answer(context: CaseContext) -> None:
 )
 async def incoming_cancel(context: CaseContext) -> None:
     _levers(context)
-    context.skip(
-        "cancel before decision",
-        "needs an IR section with manual incoming acceptance, which the IR does not serve",
-    )
+    manual = context.config.ir_accounts.get("ir_manual")
+    if manual is None:
+        context.skip(
+            "cancel before decision",
+            "needs an IR account whose section accepts incoming transfers manually: give --ir-account-manual",
+        )
+    else:
+        await _cancel_before_decision(context, manual)
     transfer_id = f"{context.config.registry_id}-CONF-{uuid.uuid4().hex[:16]}"
     answer, _ = await _as_registry(
         context, f"transfers/{transfer_id}/cancel", "transfer.cancel", {"transfer_id": transfer_id}
@@ -823,6 +829,45 @@ async def incoming_cancel(context: CaseContext) -> None:
         "the tombstoned id proposed → 6002",
         6002 in _rejected_with(answer) or (answer.json() or {}).get("code") in (6002, 6003),
         f"{answer.status_code} {answer.text[:200]}",
+    )
+
+
+async def _cancel_before_decision(context: CaseContext, account: str) -> None:
+    """The registry proposes to a manual-acceptance section (202 `awaiting_approval`, nobody decides), then
+    cancels: the IR answers `cancelled`, its record says so, and the cancel again is after the decision
+    (§6: 409 6003 with F = `cancelled`)."""
+    transfer_id = f"{context.config.registry_id}-CONF-{uuid.uuid4().hex[:16]}"
+    base = 930_000_000 + secrets.randbelow(10_000_000) * 10
+    body = _proposal(
+        context, [_own_block(context, base, 2)], to_account=account, transfer_id=transfer_id,
+        to_registry=account.split("-", 1)[0],
+    )  # fmt: skip
+    answer, _ = await _as_registry(context, "transfers", "transfer.proposal", body)
+    waiting = answer.status_code == 202 and (answer.json() or {}).get("status") == "awaiting_approval"
+    context.expect(
+        "proposal to a manual-acceptance section → 202 awaiting_approval",
+        waiting,
+        f"{answer.status_code} {answer.text[:200]}",
+    )
+    if not waiting:
+        return
+    cancel = {"transfer_id": transfer_id}
+    answer, _ = await _as_registry(context, f"transfers/{transfer_id}/cancel", "transfer.cancel", cancel)
+    context.expect(
+        "cancel before the decision → cancelled",
+        answer.status_code == 200 and (answer.json() or {}).get("status") == "cancelled",
+        f"{answer.status_code} {answer.text[:200]}",
+    )
+    record = await _transfer(context, transfer_id)
+    context.expect("the IR's record: cancelled", record.get("status") == "cancelled", str(record)[:300])
+    again, _ = await _as_registry(context, f"transfers/{transfer_id}/cancel", "transfer.cancel", cancel)
+    final = again.json() or {}
+    context.expect(
+        "the cancel again → 409 6003 with F = cancelled",
+        again.status_code == 409
+        and final.get("code") == 6003
+        and final.get("transfer_status") == "cancelled",
+        f"{again.status_code} {again.text[:200]}",
     )
 
 

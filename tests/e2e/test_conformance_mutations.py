@@ -6,9 +6,9 @@ an operator types it.
    passes — 102 rotates the simulator's key through its driver, waiting out the IR's JWKS refetch interval
    (`REGISTRY_IRX_JWKS_REFETCH_SECONDS`, 1 s here, told by the sandbox), and 162 gets 4004 from units the
    sandbox sent to its sink registry GHA99 — so the kit's result and the IR's stored verdict are `pass`, and
-   a production IR trusting the sandbox's keys imports that verdict and activates CHE01 with it. 165 alone is
-   `partial` (a manual-acceptance section); 171 restarts the simulator with a restart command (this module
-   run as a program: SIGKILL, then the same command again).
+   a production IR trusting the sandbox's keys imports that verdict and activates CHE01 with it. 165 cancels
+   a proposal to DNK's manual-acceptance section before anyone decides; 171 restarts the simulator with a
+   restart command (this module run as a program: SIGKILL, then the same command again).
 2. The mutation runs: five more simulators (CHE02…CHE06), each started with one `--bug`, run at once against
    the same suite; the kit must fail at least the case §11 lists for each bug.
 
@@ -205,7 +205,16 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(
             ars = await facade.auth("svc-ars", env["REGISTRY_SERVICE_CLIENT_SECRET"])
             ledger = LedgerWorld(suite=facade, admin=admin, ars=ars, ledger=transactions)  # type: ignore[arg-type]
             gha = await ledger.add_party("GHA")
-            await ledger.add_ca("CA0012", ["GHA", "CHE"])
+            # Case 165's cancel before a decision: DNK's section accepts incoming transfers manually.
+            dnk = await ledger.add_party("DNK")
+            section = await gateway.get("/v1/party-sections/DNK", headers=dnk.admin)
+            manual = await gateway.patch(
+                "/v1/party-sections/DNK/settings",
+                json={"incoming_acceptance": "manual"},
+                headers={**dnk.admin, "If-Match": section.headers["etag"]},
+            )
+            assert manual.status_code == 200, manual.text
+            await ledger.add_ca("CA0012", ["GHA", "CHE", "DNK"])
             await ledger.add_ca("CA0013", ["GHA", "SWE"])  # CHE takes no part: case 162's 5905
             ir_accounts: dict[str, str] = {}
             for label, action in (("blocked", "block"), ("closed", "close")):  # case 162's 5903, 5906
@@ -250,6 +259,7 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(
                     "--restart-command", restart,
                     "--ir-account-blocked", ir_accounts["blocked"],
                     "--ir-account-closed", ir_accounts["closed"],
+                    "--ir-account-manual", dnk.holding,
                     "--ca-non-participant", "CA0013",
                 )  # fmt: skip
                 reports = await asyncio.gather(
@@ -281,10 +291,12 @@ async def test_kit_in_mode_ir_passes_and_every_mutation_is_caught(
             failed = {n: s for n, s in statuses.items() if s in ("fail", "error")}
             assert not failed, correct["output"][-6000:]
             assert correct["mandatory"]["failed"] == [] and correct["exit_code"] == 0
-            assert {n for n in TRANSFER_CASES if statuses[n] == "pass"} == set(TRANSFER_CASES) - {165}
+            assert {n for n in TRANSFER_CASES if statuses[n] == "pass"} == set(TRANSFER_CASES)
             # 171: SIGKILLed and started again by the restart command while its accept's answers were lost.
             assert int((data / "che01.pid").read_text()) != processes["CHE01"].pid
-            assert statuses[165] == "partial" and statuses[171] == statuses[102] == "pass"
+            assert statuses[171] == statuses[102] == "pass"
+            checks_165 = {c["name"]: c["outcome"] for c in _case(correct, 165)["checks"]}
+            assert checks_165["cancel before the decision → cancelled"] == "pass", checks_165
             checks = {c["name"]: c["outcome"] for n in (102, 162) for c in _case(correct, n)["checks"]}
             assert (
                 checks["key rotation: a message the registry signed with its new kid is accepted"] == "pass"
