@@ -150,11 +150,23 @@ def cell_text(table: str, key: str, value: Any) -> Any:
     return value
 
 
-def _cells(table: str) -> Callable[[dict[str, Any]], list[Any]]:
+#: Per table, the keys a file leaves out with their columns (the public register's confidential ones).
+Hidden = dict[str, set[str]]
+
+
+def _headings(table: str, hidden: Hidden) -> list[str]:
+    left_out = hidden.get(table, set())
+    return [h for key, h in zip(AEF_COLUMNS[table], HEADINGS[table], strict=True) if key not in left_out]
+
+
+def _cells(table: str, hidden: Hidden | None = None) -> Callable[[dict[str, Any]], list[Any]]:
     """`cell_text` over a row of `table`, with the per-column decisions taken once, not once a cell (a
-    million-row Table 3 has 27 million cells)."""
+    million-row Table 3 has 27 million cells); `hidden` keys have no column at all."""
+    left_out = (hidden or {}).get(table, set())
     columns = [
-        (key, "" if (table, key) in CARP_COLUMNS else "NA", key in _DATES) for key in AEF_COLUMNS[table]
+        (key, "" if (table, key) in CARP_COLUMNS else "NA", key in _DATES)
+        for key in AEF_COLUMNS[table]
+        if key not in left_out
     ]
 
     def cells(row: dict[str, Any]) -> list[Any]:
@@ -199,20 +211,21 @@ class _Sheets:
     """One sheet per table, continued on `<title> (2)`, ... past the row limit (or past the size a zip
     entry can take without ZIP64, which no real AEF row count reaches)."""
 
-    def __init__(self, out: IO[bytes], max_rows: int = _MAX_ROWS) -> None:
+    def __init__(self, out: IO[bytes], max_rows: int = _MAX_ROWS, hidden: Hidden | None = None) -> None:
         self.workbook = StreamingWorkbook(out)
         self.max_rows = max_rows
+        self.hidden = hidden or {}
         self.table: str | None = None
 
     def start(self, table: str) -> None:
         self.table, self.part = table, 1
-        self.cells = _cells(table)
+        self.cells = _cells(table, self.hidden)
         self._sheet(SHEETS[table])
 
     def _sheet(self, title: str) -> None:
         assert self.table is not None
         self.workbook.add_sheet(title)
-        self.workbook.append_row(HEADINGS[self.table])
+        self.workbook.append_row(_headings(self.table, self.hidden))
         self.written = 0
 
     def _continue(self) -> None:
@@ -249,18 +262,19 @@ class _Csvs:
     into text first and go to the member in one write (the deflater's per-call cost was a tenth of a
     million-row export when fed a few kilobytes at a time)."""
 
-    def __init__(self, out: IO[bytes]) -> None:
+    def __init__(self, out: IO[bytes], hidden: Hidden | None = None) -> None:
         # Level 1, as the XLSX's sheets: level 6 took twice the time for a smaller file of a few MiB.
         self.archive = zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1)
         self.member: IO[bytes] | None = None
         self.text = io.StringIO()
         self.writer = csv.writer(self.text)
+        self.hidden = hidden or {}
 
     def start(self, table: str) -> None:
         self.close_member()
-        self.cells = _cells(table)
+        self.cells = _cells(table, self.hidden)
         self.member = self.archive.open(f"{SHEETS[table]}.csv", "w")
-        self.writer.writerow(HEADINGS[table])
+        self.writer.writerow(_headings(table, self.hidden))
 
     def append(self, rows: Iterable[dict[str, Any]]) -> None:
         remaining = iter(rows)
@@ -303,14 +317,16 @@ def write_csv_zip(report: dict[str, Any], out: IO[bytes]) -> None:
     _write(_Csvs(out), report["tables"])
 
 
-async def write_export(format: str, pieces: Pieces, out: IO[bytes]) -> None:
-    """Write the tables coming as `pieces` (in the AEF's order) as `format`.
+async def write_export(format: str, pieces: Pieces, out: IO[bytes], hidden: Hidden | None = None) -> None:
+    """Write the tables coming as `pieces` (in the AEF's order) as `format`, without the `hidden` columns.
 
     The writing runs in a worker thread, one piece at a time, so the event loop keeps serving; while a
     piece is being written the next one is already read from the database. A table with no piece still
     gets its sheet (or file) with the headings.
     """
-    sink: _Sheets | _Csvs = await to_thread.run_sync(_Sheets if format == "xlsx" else _Csvs, out)
+    sink: _Sheets | _Csvs = await to_thread.run_sync(
+        lambda: _Sheets(out, hidden=hidden) if format == "xlsx" else _Csvs(out, hidden)
+    )
     order = list(SHEETS)
     started = 0
     writing: asyncio.Future[None] | None = None
@@ -347,12 +363,15 @@ def _chunks(spooled: IO[bytes]) -> Iterator[bytes]:
         spooled.close()
 
 
-async def export_response(pieces: Pieces, format: str, name: str) -> StreamingResponse:
-    """Write the file into a spooled temporary file (memory up to 8 MiB, then disk), then stream it."""
+async def export_response(
+    pieces: Pieces, format: str, name: str, hidden: Hidden | None = None
+) -> StreamingResponse:
+    """Write the file into a spooled temporary file (memory up to 8 MiB, then disk), then stream it;
+    `hidden` columns are left out, headings included."""
     media_type, extension = _MEDIA[format]
     spooled = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115 (closed by _chunks)
     try:
-        await write_export(format, pieces, spooled)
+        await write_export(format, pieces, spooled, hidden)
     except BaseException:
         spooled.close()
         raise

@@ -11,7 +11,7 @@ of the API (`?limit=&cursor=` → `next_cursor`); a submitted version streams fr
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from contracts.pagination import DEFAULT_LIMIT
 from kit.pagination import CursorQuery, LimitQuery, encode_cursor
 from services.reporting.aef import holdings_at, iso_instant, quantities
-from services.reporting.exports import Pieces
+from services.reporting.exports import Pieces, export_response
 from services.reporting.frozen import document_chunks, frozen_chunks, frozen_pieces
 from services.reporting.models import (
     aef_actions,
@@ -192,12 +192,22 @@ async def _stripped(pieces: Pieces, hidden: dict[str, set[str]]) -> Pieces:
 
 @public_router.get("/aef/{party}/{year}/submissions/{version}")
 async def public_submission(
-    request: Request, party: PartyPath, year: YearPath, version: Annotated[str, Path(max_length=20)]
+    request: Request,
+    party: PartyPath,
+    year: YearPath,
+    version: Annotated[str, Path(max_length=20)],
+    format: Annotated[
+        Literal["json", "xlsx", "csv"], Query(description="json (default), xlsx or csv (zip)")
+    ] = "json",
 ) -> StreamingResponse:
-    """A submitted version without the Party's confidential fields, streamed as its chunks are read."""
+    """A submitted version without the Party's confidential fields, streamed as its chunks are read; as
+    a file, the designated columns are left out whole (heading and cells), as the keys are in JSON."""
     db = request.app.state.db
-    key = (await ReportingService.frozen(db, party, year, version)).key
+    frozen = await ReportingService.frozen(db, party, year, version)
     async with db.read() as session:
         hidden = await confidential_fields(session, party)
-    head, pieces = await frozen_pieces(frozen_chunks(db, key))
+    head, pieces = await frozen_pieces(frozen_chunks(db, frozen.key))
+    if format != "json":
+        name = f"AEF_{party}_{year}_v{frozen.version}_public"
+        return await export_response(_stripped(pieces, hidden), format, name, hidden)
     return StreamingResponse(document_chunks(head, _stripped(pieces, hidden)), media_type="application/json")

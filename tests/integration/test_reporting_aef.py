@@ -622,6 +622,32 @@ async def test_the_public_register_never_shows_a_confidential_field(ars: ArsWorl
     assert [a["first_id"] for a in frozen["tables"]["actions"]] == [1, 401]
     assert "GH-AIRLINE-1" not in json.dumps(frozen["tables"]["actions"])
 
+    # The same versions as files: the designated columns are left out whole, headings and cells.
+    for version_year in (2024, YEAR):
+        path = f"/v1/public/aef/GHA/{version_year}/submissions/1.0"
+        workbook_file = await ars.gateway.get(path, params={"format": "xlsx"})
+        zipped = await ars.gateway.get(path, params={"format": "csv"})
+        assert workbook_file.status_code == zipped.status_code == 200
+        workbook = openpyxl.load_workbook(io.BytesIO(workbook_file.content), read_only=True)
+        sheets = {title: _sheet(workbook, title) for title in workbook.sheetnames}
+        with zipfile.ZipFile(io.BytesIO(zipped.content)) as archive:
+            files = {name: archive.read(name).decode() for name in archive.namelist()}
+        cells = json.dumps(sheets, default=str) + json.dumps(files)
+        for secret in ("7777", HEADINGS["authorizations"][4], "Using/cancelling authorized entity"):
+            assert secret not in cells, (version_year, secret)
+        actions_text = json.dumps(sheets[SHEETS["actions"]]) + files[f"{SHEETS['actions']}.csv"]
+        assert "GH-AIRLINE-1" not in actions_text  # (Table 2 names the entity it authorizes: not designated)
+        authorizations = sheets[SHEETS["authorizations"]]
+        expected = [h for h in HEADINGS["authorizations"] if h != HEADINGS["authorizations"][4]]
+        assert authorizations[0] == expected and all(len(row) == len(expected) for row in authorizations)
+        actions = sheets[SHEETS["actions"]]
+        assert len(actions[0]) == len(HEADINGS["actions"]) - 1 and all(
+            len(r) == len(actions[0]) for r in actions
+        )
+        csv_actions = list(csv.reader(io.StringIO(files[f"{SHEETS['actions']}.csv"])))
+        assert csv_actions[0] == actions[0]
+    assert [row[7] for row in actions[1:]] == [1, 401]  # first_id: before the left-out column, in place
+
     # Nor to another Party: it cannot read Ghana's AEF, and its own carries nothing of Ghana's.
     che = ars.parties["CHE"].actors
     assert (await ars.gateway.get(f"/v1/reports/aef/GHA/{YEAR}", headers=che.admin)).status_code == 403
