@@ -325,6 +325,12 @@ async def test_four_eyes_sends_on_approval(tw: TransferWorld, che: Registry) -> 
     assert waiting.json()["interregistry"]["respond_by"] is None
     assert _types(await tw.inbox_items(che)) == []  # nothing proposed before approval
     transaction_id = waiting.json()["transaction_id"]
+    outbox = tw.irx.suite.services["transactions"].state.outbox
+    await outbox.relay()
+    told = (await outbox.read(0, 1000, ["transaction.awaiting_approval"])).items
+    assert [(e.party, e.data["transaction_id"], e.data["to_registry_id"]) for e in told] == [
+        ("GHA", transaction_id, "CHE01")
+    ]  # GHA's approvers are told
     approved = await tw.gateway.post(
         f"/v1/transactions/{transaction_id}/approve", headers={**gha.approver, "Idempotency-Key": "a-1"}
     )
