@@ -6,9 +6,9 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from contracts.transactions import AccountBalance, PartyBalance
-from services.transactions.models import blocks
+from services.transactions.models import blocks, transactions
 
-__all__ = ["BALANCE_STATES", "account_balance", "party_balance"]
+__all__ = ["BALANCE_STATES", "account_balance", "party_balance", "transaction_row"]
 
 #: States that still count in an account's balance: an account or a section may close only when it is 0.
 BALANCE_STATES = ("held", "reserved", "pending_in")
@@ -47,3 +47,10 @@ async def party_balance(executor: Executor, party: str) -> PartyBalance:
     ).all()
     accounts = {account: int(quantity) for account, quantity in rows if account is not None and quantity}
     return PartyBalance(party=party, total=sum(accounts.values()), accounts=dict(sorted(accounts.items())))
+
+
+async def transaction_row(executor: Executor, transaction_id: str) -> dict[str, Any] | None:
+    """The `transactions` row of `transaction_id` as a dict, or None when there is none."""
+    query = select(transactions).where(transactions.c.transaction_id == transaction_id)
+    row = (await executor.execute(query)).mappings().one_or_none()
+    return dict(row) if row is not None else None

@@ -68,6 +68,7 @@ from services.transactions.domain import (
 from services.transactions.journal import JournalSealer
 from services.transactions.ledger import Ledger, to_block
 from services.transactions.models import blocks, issued_ranges, transactions
+from services.transactions.repository import transaction_row
 
 __all__ = ["Answer", "Ledgers", "new_transaction_id"]
 
@@ -767,16 +768,7 @@ class Ledgers:
         claim = await self._claim(principal, key, f"/v1/transactions/{transaction_id}/approve", {})
 
         async def work(claim: Claim) -> Answer:
-            async with self.db.read() as session:
-                row = (
-                    (
-                        await session.execute(
-                            select(transactions).where(transactions.c.transaction_id == transaction_id)
-                        )
-                    )
-                    .mappings()
-                    .one_or_none()
-                )
+            row = await self._transaction_row(transaction_id)
             if row is not None and _incoming(row) and self.interregistry is not None:
                 # Manual acceptance (INTERREGISTRY §6): the acquiring Party's approver decides.
                 decided: Answer = await self.interregistry.decide_incoming(
@@ -1180,16 +1172,7 @@ class Ledgers:
 
     async def _transaction_row(self, transaction_id: str) -> dict[str, Any] | None:
         async with self.db.read() as session:
-            row = (
-                (
-                    await session.execute(
-                        select(transactions).where(transactions.c.transaction_id == transaction_id)
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
-        return dict(row) if row is not None else None
+            return await transaction_row(session, transaction_id)
 
     async def propose_correction(
         self, principal: Principal, body: CorrectionCreate, key: str | None
@@ -1391,16 +1374,7 @@ class Ledgers:
         return principal.party is None and principal.has(Role.SECRETARIAT_ADMIN, Role.AUDITOR)
 
     async def get(self, principal: Principal, transaction_id: str) -> Transaction:
-        async with self.db.read() as session:
-            row = (
-                (
-                    await session.execute(
-                        select(transactions).where(transactions.c.transaction_id == transaction_id)
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
+        row = await self._transaction_row(transaction_id)
         if row is None or not (
             self._may_read_all(principal) or principal.party in (row["from_party"], row["to_party"])
         ):

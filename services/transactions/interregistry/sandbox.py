@@ -66,6 +66,7 @@ from services.transactions.interregistry import repository
 from services.transactions.interregistry.models import DIRECTION_OUT, irx_message, irx_transfer
 from services.transactions.interregistry.transfers import Transfers
 from services.transactions.models import blocks, issued_ranges, transactions
+from services.transactions.repository import transaction_row
 
 __all__ = ["FaultInjector", "install", "router"]
 
@@ -542,15 +543,7 @@ async def sandbox_actions(
         if row is None:
             raise NotFound(f"No transfer {transfer_id}.")
         _guard(request, principal, row["registry_id"])
-        tx = (
-            (
-                await session.execute(
-                    select(transactions).where(transactions.c.transaction_id == row["transaction_id"])
-                )
-            )
-            .mappings()
-            .one_or_none()
-        )
+        tx = await transaction_row(session, row["transaction_id"])
     return {
         "transfer_id": transfer_id,
         "transaction_id": row["transaction_id"],

@@ -95,6 +95,7 @@ from services.transactions.interregistry.reconciliation import pair_frozen
 from services.transactions.interregistry.service import Answer, Interregistry, IrxRefused, Received
 from services.transactions.ledger import Ledger, to_block
 from services.transactions.models import issued_ranges, transactions
+from services.transactions.repository import transaction_row
 from services.transactions.service import (
     _FIRST_TRANSFER_SUBTYPE,
     Ledgers,
@@ -879,15 +880,8 @@ class Transfers:
         decided, 201 once it accepted, 422 `check-failed` with F's codes after any other F."""
         transaction_id = stored["transaction_id"]
         async with self.db.read() as session:
-            row = (
-                (
-                    await session.execute(
-                        select(transactions).where(transactions.c.transaction_id == transaction_id)
-                    )
-                )
-                .mappings()
-                .one()
-            )
+            row = await transaction_row(session, transaction_id)
+            assert row is not None
         status = row["status"]
         if status == TransactionStatus.COMPLETED.value:
             return LedgerAnswer(201, _wire(transaction_from_row(row)))
@@ -947,6 +941,33 @@ class Transfers:
             query = query.with_for_update()
         return (await connection.execute(query)).mappings().one_or_none()
 
+    async def _claim_final(
+        self,
+        connection: AsyncConnection,
+        transfer: Row,
+        status: TransferStatus,
+        codes: Sequence[TransferCode],
+        now: datetime,
+        decision_message_id: str | None,
+        *open_: Any,
+    ) -> dict[str, Any] | None:
+        """S1: write F on the transfer row if it is still open (`open_`: the conditions saying so); the
+        linked transaction's row when this call decided, None when F was decided already."""
+        decided = await connection.execute(
+            update(irx_transfer)
+            .where(irx_transfer.c.transfer_id == transfer["transfer_id"], *open_)
+            .values(
+                status=status.value,
+                decided_at=now,
+                updated_at=now,
+                codes=_codes_json(codes),
+                decision_message_id=decision_message_id,
+            )
+        )
+        if not decided.rowcount:
+            return None
+        return await transaction_row(connection, transfer["transaction_id"])
+
     async def _finish_outgoing(
         self,
         connection: AsyncConnection,
@@ -962,29 +983,18 @@ class Transfers:
         """Decide F of a `sent` outgoing transfer: compare-and-set, unit moves, journal, transaction,
         event and the inbox F message, all in the caller's transaction. False when F was decided already."""
         transfer_id = transfer["transfer_id"]
-        decided = await connection.execute(
-            update(irx_transfer)
-            .where(irx_transfer.c.transfer_id == transfer_id, irx_transfer.c.status.in_(_OPEN_STATUSES))
-            .values(
-                status=status.value,
-                decided_at=now,
-                updated_at=now,
-                codes=_codes_json(codes),
-                decision_message_id=decision_message_id,
-            )
+        tx = await self._claim_final(
+            connection,
+            transfer,
+            status,
+            codes,
+            now,
+            decision_message_id,
+            irx_transfer.c.status.in_(_OPEN_STATUSES),
         )
-        if not decided.rowcount:
+        if tx is None:
             return False
         transaction_id = transfer["transaction_id"]
-        tx = dict(
-            (
-                await connection.execute(
-                    select(transactions).where(transactions.c.transaction_id == transaction_id)
-                )
-            )
-            .mappings()
-            .one()
-        )
         registry_row = registry_row or await repository.get_registry(connection, transfer["registry_id"])
         assert registry_row is not None
         ledger = Ledger(connection, now=now)
@@ -1258,15 +1268,7 @@ class Transfers:
         """The IR initiator withdraws a `sent` outgoing transfer (6002); None when the transaction is not one
         (the ledger's own cancel then answers)."""
         async with self.db.read() as session:
-            row = (
-                (
-                    await session.execute(
-                        select(transactions).where(transactions.c.transaction_id == transaction_id)
-                    )
-                )
-                .mappings()
-                .one_or_none()
-            )
+            row = await transaction_row(session, transaction_id)
         if (
             row is None
             or row["interregistry"] is None
@@ -1293,15 +1295,8 @@ class Transfers:
                     slug="transaction-not-pending",
                     transaction_status=transfer["status"],
                 )
-            current = (
-                (
-                    await connection.execute(
-                        select(transactions).where(transactions.c.transaction_id == transaction_id)
-                    )
-                )
-                .mappings()
-                .one()
-            )
+            current = await transaction_row(connection, transaction_id)
+            assert current is not None
         self._notify()
         return transaction_from_row(current)
 
@@ -1934,33 +1929,19 @@ class Transfers:
         their `issued_ranges`, returns back to `transferred_out` as they were). The transaction, the event
         and the inbox F message go in the caller's transaction. False when F was decided already."""
         transfer_id = transfer["transfer_id"]
-        decided = await connection.execute(
-            update(irx_transfer)
-            .where(
-                irx_transfer.c.transfer_id == transfer_id,
-                irx_transfer.c.direction == DIRECTION_IN,
-                irx_transfer.c.status == TransferStatus.AWAITING_APPROVAL.value,
-            )
-            .values(
-                status=status.value,
-                decided_at=now,
-                updated_at=now,
-                codes=_codes_json(codes),
-                decision_message_id=decision_message_id,
-            )
+        tx = await self._claim_final(
+            connection,
+            transfer,
+            status,
+            codes,
+            now,
+            decision_message_id,
+            irx_transfer.c.direction == DIRECTION_IN,
+            irx_transfer.c.status == TransferStatus.AWAITING_APPROVAL.value,
         )
-        if not decided.rowcount:
+        if tx is None:
             return False
         transaction_id = transfer["transaction_id"]
-        tx = dict(
-            (
-                await connection.execute(
-                    select(transactions).where(transactions.c.transaction_id == transaction_id)
-                )
-            )
-            .mappings()
-            .one()
-        )
         registry_row = await repository.get_registry(connection, transfer["registry_id"])
         assert registry_row is not None
         pending = list(transfer["pending"] or [])
@@ -2109,15 +2090,8 @@ class Transfers:
             await self._finish_incoming(
                 connection, transfer, status, codes, actor=principal.client_id, now=now
             )
-            current = (
-                (
-                    await connection.execute(
-                        select(transactions).where(transactions.c.transaction_id == transaction_id)
-                    )
-                )
-                .mappings()
-                .one()
-            )
+            current = await transaction_row(connection, transaction_id)
+            assert current is not None
             answer = _wire(transaction_from_row(current))
             await claim.complete(connection, 200, answer)
         self.irx.relay.notify()
