@@ -242,6 +242,17 @@ class TransferWorld:
     def transfers(self) -> Any:
         return self.irx.suite.services["transactions"].state.transfers
 
+    async def ghana_holds_units(self, participants: list[str], *connect: str) -> None:
+        """The usual start: GHA's section, CA0012 with `participants`, 100 units GHA first transferred into
+        its own holding account (NDC and OIMP, at Authorisation), and the registries `connect` connected."""
+        gha = await self.ledger.add_party("GHA")
+        await self.ledger.add_ca("CA0012", participants)
+        await self.ledger.first_transfer(
+            "GHA", "CA0012", 100, to_account=gha.holding, purposes="NDC and OIMP", definition="Authorisation"
+        )
+        for registry_id in connect:
+            await self.irx.connect(registry_id)
+
     async def send(
         self,
         party: str,

@@ -31,14 +31,8 @@ async def tw(
     make_database: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[TransferWorld]:
     async with transfer_world(make_database, tmp_path, monkeypatch) as world:
-        gha = await world.ledger.add_party("GHA")
-        await world.ledger.add_ca("CA0012", ["GHA", "CHE", "SWE", "DNK"])
+        await world.ghana_holds_units(["GHA", "CHE", "SWE", "DNK"], "CHE01", "DNK01")
         await world.ledger.add_ca("CA0013", ["GHA", "SWE"])
-        await world.ledger.first_transfer(
-            "GHA", "CA0012", 100, to_account=gha.holding, purposes="NDC and OIMP", definition="Authorisation"
-        )
-        await world.irx.connect("CHE01")
-        await world.irx.connect("DNK01")
         yield world
 
 
