@@ -16,27 +16,20 @@ issue 8), on both IR databases.
 """
 
 import asyncio
-import contextlib
 import io
 import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from conformance.kit import CASES, KitConfig, Status, run_kit
+from conformance.kit import CASES, Status, run_kit
 from conformance.kit.driver import terminal_operator
-from conformance.simulator import Simulator, SimulatorConfig
-from conformance.simulator.app import create_app as simulator_app
 from conformance.simulator.config import Policy
-from conformance.simulator.engine import load_key
-from conformance.simulator.onboard import load_or_onboard
 from kit.jws import verify
 from kit.jwt import KeySet, SigningKey
 from services.transactions.interregistry.conformance_runs import (
@@ -46,79 +39,20 @@ from services.transactions.interregistry.conformance_runs import (
     attest,
     judge,
 )
-from tests.integration._interregistry_world import TransferWorld, interregistry_world, transfer_world
-from tests.support.suite import BOOTSTRAP_ID, BOOTSTRAP_SECRET
+from tests.integration._interregistry_world import interregistry_world
+from tests.integration._kit_rig import Rig, kit_rig
 
 pytestmark = pytest.mark.xdist_group("interregistry")
 
 RUNS = "/v1/interregistry/conformance-runs"
 
 
-@dataclass
-class Rig:
-    world: TransferWorld
-    simulator: Simulator
-    driver: httpx.AsyncClient
-    holding: str
-    credentials: dict[str, str]
-
-    def config(self, **changes: Any) -> KitConfig:
-        made = KitConfig(
-            ir_url="http://gateway",
-            registry_id="CHE01",
-            client_id=self.credentials["client_id"],
-            client_secret=self.credentials["client_secret"],
-            signing_key=load_key(self.simulator.config),
-            mode="ir",
-            driver_url="http://driver",
-            ir_section="GHA01",
-            ir_account=self.holding,
-            ca_id="CA0012",
-            vintage=2024,
-        )
-        return replace(made, **changes)
-
-    def gateway(self) -> httpx.AsyncClient:
-        transport = httpx.ASGITransport(app=self.world.irx.suite.gateway)
-        return httpx.AsyncClient(transport=transport, base_url="http://gateway", timeout=30)
-
-
 @pytest.fixture
 async def rig(
     make_database: Callable[[str], str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Rig]:
-    async with transfer_world(make_database, tmp_path, monkeypatch) as world:
-        gha = await world.ledger.add_party("GHA")
-        await world.ledger.add_ca("CA0012", ["GHA", "CHE"])
-        config = SimulatorConfig(
-            registry_id="CHE01", ir_url="http://gateway", client_id="", client_secret="",
-            db_path=tmp_path / "sim" / "che01.sqlite", poll_interval=0.1, retry_seconds=10.0,
-            retry_initial=0.05, retry_max=0.2,
-        )  # fmt: skip
-        credentials = await load_or_onboard(
-            "http://gateway", admin_id=BOOTSTRAP_ID, admin_secret=BOOTSTRAP_SECRET, registry_id="CHE01",
-            jwks={"keys": [load_key(config).public_jwk]},
-            transport=httpx.ASGITransport(app=world.irx.suite.gateway),
-        )  # fmt: skip
-        simulator = Simulator(
-            replace(config, client_id=credentials["client_id"], client_secret=credentials["client_secret"]),
-            transport=httpx.ASGITransport(app=world.irx.suite.gateway),
-        )
-        await simulator.open()
-        stop = asyncio.Event()
-        loop = asyncio.create_task(simulator.run(stop))
-        app = simulator_app(simulator, run_loops=False)
-        async with httpx.AsyncClient(
-            transport=httpx.ASGITransport(app=app), base_url="http://driver", timeout=30
-        ) as driver:
-            try:
-                yield Rig(world, simulator, driver, gha.holding, credentials)
-            finally:
-                stop.set()
-                loop.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await loop
-                await simulator.close()
+    async with kit_rig(make_database, tmp_path, monkeypatch) as built:
+        yield built
 
 
 async def test_reconciliation_cases_and_an_operator_against_the_simulator(rig: Rig) -> None:
