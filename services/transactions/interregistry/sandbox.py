@@ -402,22 +402,32 @@ async def _phantom(request: Request, principal: Principal, body: SandboxFault) -
                 f"The phantom transfer was refused: {answer.body[:500]!r}", slug="sandbox-phantom"
             )
         transfer_id = json.loads(bytes(answer.body))["transfer_id"]
-        async with transfers.db.connect() as connection:
-            transfer = await transfers._lock_transfer(connection, transfer_id)
-            assert transfer is not None
-            await transfers._finish_outgoing(
-                connection,
-                transfer,
-                TransferStatus.COMPLETED,
-                [],
-                actor="sandbox:phantom",
-                now=transfers.clock(),
-            )
+        await _complete_now(transfers, transfer_id, actor="sandbox:phantom")
     finally:
         _SILENT.reset(token)
     transfers._notify()
     log.info("irx_sandbox_phantom_transfer", transfer_id=transfer_id, registry_id=body.registry_id)
     return str(transfer_id)
+
+
+async def _complete_now(transfers: Any, transfer_id: str, *, actor: str, registry_row: Any = None) -> Any:
+    """Decide F = completed for a `sent` outgoing transfer at once, as if its registry had accepted (the
+    phantom and the sink); its record as it then stands."""
+    async with transfers.db.connect() as connection:
+        transfer = await transfers._lock_transfer(connection, transfer_id)
+        assert transfer is not None
+        await transfers._finish_outgoing(
+            connection,
+            transfer,
+            TransferStatus.COMPLETED,
+            [],
+            actor=actor,
+            now=transfers.clock(),
+            registry_row=registry_row,
+        )
+        final = await transfers._lock_transfer(connection, transfer_id)
+    assert final is not None
+    return final
 
 
 @router.post("/faults")
@@ -654,21 +664,10 @@ async def sandbox_sink(request: Request, principal: CurrentPrincipal, body: Sand
     if answer.status_code != 201:
         return answer
     transfer_id = str(json.loads(bytes(answer.body))["transfer_id"])
-    async with transfers.db.connect() as connection:
-        transfer = await transfers._lock_transfer(connection, transfer_id)
-        assert transfer is not None
-        await transfers._finish_outgoing(
-            connection,
-            transfer,
-            TransferStatus.COMPLETED,
-            [],
-            actor=f"sandbox:sink:{sink['registry_id']}",
-            now=transfers.clock(),
-            registry_row=sink,
-        )
-        final = await transfers._lock_transfer(connection, transfer_id)
+    final = await _complete_now(
+        transfers, transfer_id, actor=f"sandbox:sink:{sink['registry_id']}", registry_row=sink
+    )
     transfers._notify()
-    assert final is not None
     log.info(
         "irx_sandbox_sink", transfer_id=transfer_id, sink=sink["registry_id"], for_registry=body.registry_id
     )
