@@ -135,6 +135,18 @@ class ReportingService:
         """`require_reader`, then, for a reader from outside the Party, its line in `confidential_reads`,
         committed before anything is served (a read that is not logged does not happen)."""
         self.require_reader(principal, party)
+        await self._log_outside_read(principal, party, year, subject, version=version, format=format)
+
+    async def _log_outside_read(
+        self,
+        principal: Principal,
+        party: str,
+        year: int,
+        subject: str,
+        *,
+        version: str | None = None,
+        format: str = "json",
+    ) -> None:
         if principal.party != party:
             await self.log_reads(principal, [party], year, subject, version=version, format=format)
 
@@ -348,9 +360,11 @@ class ReportingService:
         self, principal: Principal, party: str, year: int, version: str, format: str = "json"
     ) -> Frozen:
         """A frozen version the principal may read (404 if there is none)."""
-        self.require_reader(principal, party)
+        self.require_reader(principal, party)  # before the lookup: a 404 tells outsiders nothing either
         frozen = await self.frozen(self.db, party, year, version)
-        await self.read_access(principal, party, year, "submission", version=frozen.version, format=format)
+        await self._log_outside_read(
+            principal, party, year, "submission", version=frozen.version, format=format
+        )
         return frozen
 
     @staticmethod
