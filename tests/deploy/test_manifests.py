@@ -1088,7 +1088,9 @@ def _kustomize_command() -> list[str] | None:
 def test_real_kustomize_renders_what_the_checks_saw(build: str) -> None:
     command = _kustomize_command()
     if command is None:
-        pytest.skip("neither kustomize nor kubectl on PATH")
+        # Only the comparison with the real renderer needs one; every check above ran on the built-in
+        # rendering of the same manifests, so nothing the deploy/ tree ships goes unchecked.
+        pytest.skip("neither kustomize nor kubectl on PATH: cannot compare with the real kustomize render")
     directory = BASE if build == "base" else OVERLAYS[build]
     out = subprocess.run([*command, str(directory)], capture_output=True, text=True, timeout=120, check=False)
     assert out.returncode == 0, out.stderr
